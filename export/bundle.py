@@ -1,0 +1,155 @@
+"""The bundle: an immutable, versioned directory with manifest.json and checksummed files.
+
+Layout (paths relative to the bundle directory):
+
+    manifest.json           format version, provenance, parameters, sha256 of every file
+    model.onnx              the encoder (contract: see DESIGN.md, "The ONNX encoder")
+    tokenizer/              tokenizer.json and friends, as the source model ships them
+    index.hnsw              hnswlib index over item embeddings (inner product)
+    items.sqlite            item store: id <-> label, title, attributes, timestamps
+    features/               interaction feature tables (formats described in the manifest)
+
+A bundle is written to a temporary sibling directory and renamed into place at the end
+(`BundleWriter`), and never modified afterwards. `read_manifest` refuses a bundle whose
+format version is unknown or whose files do not match their checksums.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from export.errors import BundleError, InvalidInput
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_DIR = "tokenizer"
+INDEX_FILE = "index.hnsw"
+ITEMS_DB = "items.sqlite"
+FEATURES_DIR = "features"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_checksums(root: Path) -> dict[str, str]:
+    """sha256 of every file under root except the manifest, keyed by posix relative path."""
+    return {
+        p.relative_to(root).as_posix(): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def new_version(now: dt.datetime | None = None) -> str:
+    """A sortable, unique-enough bundle version: UTC timestamp plus random suffix."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
+
+
+def _fsync_tree(root: Path) -> None:
+    for p in root.rglob("*"):
+        if p.is_file():
+            with open(p, "rb") as fh:
+                os.fsync(fh.fileno())
+    dir_fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class BundleWriter:
+    """Write a bundle (or the encoder part of one) atomically.
+
+    Use as a context manager: files go into `writer.path` (a temporary sibling of the
+    destination); `commit(manifest)` adds checksums and format version, fsyncs, and renames
+    the directory into place. On an exception, or without commit, the temporary directory is
+    removed so nothing that looks deployable is left behind.
+    """
+
+    def __init__(self, destination: str | Path, *, overwrite: bool = False) -> None:
+        self.destination = Path(destination).resolve()
+        if self.destination.exists() and not overwrite:
+            if not self.destination.is_dir() or any(self.destination.iterdir()):
+                raise InvalidInput(f"output {self.destination} already exists and is not empty")
+        parent = self.destination.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self.path = Path(tempfile.mkdtemp(prefix=f".{self.destination.name}.tmp-", dir=parent))
+        except OSError as exc:
+            raise InvalidInput(f"cannot write under {parent}: {exc.strerror}") from exc
+        self.overwrite = overwrite
+        self._committed = False
+
+    def __enter__(self) -> "BundleWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._committed:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Finish the bundle: checksums + manifest, fsync, atomic rename. Returns the manifest."""
+        manifest = dict(manifest)
+        manifest["format_version"] = FORMAT_VERSION
+        manifest.setdefault("version", new_version())
+        manifest.setdefault("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
+        manifest["files"] = file_checksums(self.path)
+        (self.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        _fsync_tree(self.path)
+        if self.destination.exists():
+            if not self.overwrite and any(self.destination.iterdir()):
+                raise InvalidInput(f"output {self.destination} appeared while writing")
+            shutil.rmtree(self.destination)
+        os.rename(self.path, self.destination)
+        self._committed = True
+        return manifest
+
+
+def read_manifest(bundle_dir: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """The bundle's manifest; with verify, every file's sha256 and the format are checked."""
+    root = Path(bundle_dir)
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{root} is not a bundle: no {MANIFEST}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{root}: bundle format {manifest.get('format_version')!r} is not the supported "
+            f"format {FORMAT_VERSION}"
+        )
+    if verify:
+        problems = verify_checksums(root, manifest)
+        if problems:
+            raise BundleError(f"{root}: checksum verification failed: " + "; ".join(problems[:5]))
+    return manifest
+
+
+def verify_checksums(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Human-readable problems (missing, changed or unlisted files); empty when all match."""
+    expected: dict[str, str] = manifest.get("files", {})
+    actual = file_checksums(root)
+    problems = [f"{name}: missing" for name in expected if name not in actual]
+    problems += [
+        f"{name}: sha256 mismatch" for name, digest in expected.items()
+        if name in actual and actual[name] != digest
+    ]
+    problems += [f"{name}: not in manifest" for name in actual if name not in expected]
+    return problems

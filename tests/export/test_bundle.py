@@ -1,0 +1,51 @@
+import json
+
+import pytest
+
+from export.bundle import BundleWriter, read_manifest, verify_checksums
+from export.errors import BundleError, InvalidInput
+
+
+def test_bundle_is_written_atomically_and_verified(tmp_path):
+    dest = tmp_path / "b1"
+    with BundleWriter(dest) as writer:
+        (writer.path / "model.onnx").write_bytes(b"abc")
+        (writer.path / "sub").mkdir()
+        (writer.path / "sub" / "x.bin").write_bytes(b"xyz")
+        assert not dest.exists()
+        writer.commit({"item_count": 2})
+    manifest = read_manifest(dest)
+    assert manifest["item_count"] == 2
+    assert set(manifest["files"]) == {"model.onnx", "sub/x.bin"}
+    assert [p.name for p in tmp_path.iterdir()] == ["b1"]
+
+
+def test_tampered_or_unknown_bundle_is_refused(tmp_path):
+    dest = tmp_path / "b"
+    with BundleWriter(dest) as writer:
+        (writer.path / "model.onnx").write_bytes(b"abc")
+        writer.commit({})
+    (dest / "model.onnx").write_bytes(b"abd")
+    with pytest.raises(BundleError, match="sha256 mismatch"):
+        read_manifest(dest)
+    assert verify_checksums(dest, json.loads((dest / "manifest.json").read_text()))
+    manifest = json.loads((dest / "manifest.json").read_text())
+    manifest["format_version"] = 999
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format"):
+        read_manifest(dest, verify=False)
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with BundleWriter(tmp_path / "b") as writer:
+            (writer.path / "model.onnx").write_bytes(b"abc")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_non_empty_output_is_refused(tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "f").write_text("x")
+    with pytest.raises(InvalidInput):
+        BundleWriter(tmp_path / "b")

@@ -1,0 +1,38 @@
+import numpy as np
+
+from export.cpus import usable_cpus
+from export.embedding import embed_texts
+from export.runtime import EncoderRuntime, RuntimeConfig, select_providers
+from export.tokenization import TextTokenizer
+
+
+def test_onnx_matches_sentence_transformers(tiny_encoder_dir, tiny_onnx_dir):
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["white hanging heart t-light holder", "a", "jumbo bag red retrospot " * 8]
+    runtime = EncoderRuntime(tiny_onnx_dir / "model.onnx", RuntimeConfig(provider="cpu"))
+    tokenizer = TextTokenizer(tiny_onnx_dir / "tokenizer", max_length=128)
+    got = embed_texts(runtime, tokenizer, texts, max_batch_tokens=16)
+    want = SentenceTransformer(str(tiny_encoder_dir), device="cpu").encode(texts)
+    assert got.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert (got * want).sum(axis=1).min() > 0.99999
+
+
+def test_provider_order_prefers_gpu_and_falls_back_to_cpu():
+    available = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    chosen = [name for name, _ in select_providers(RuntimeConfig(), available)]
+    assert chosen == available
+    trt_options = select_providers(RuntimeConfig(), available)[0][1]
+    assert trt_options["trt_fp16_enable"] == "True"
+    assert "input_ids:1x8" in trt_options["trt_profile_min_shapes"]
+    cuda_only = select_providers(RuntimeConfig(provider="cuda"), available)
+    assert [n for n, _ in cuda_only] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert [n for n, _ in select_providers(RuntimeConfig(), ["CPUExecutionProvider"])] == [
+        "CPUExecutionProvider"]
+
+
+def test_usable_cpus_is_within_affinity():
+    import os
+
+    assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))

@@ -1,0 +1,1 @@
+"""Fine-tuning the encoder, fitting the ranker, and measuring recommendation quality."""
