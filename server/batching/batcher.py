@@ -1,0 +1,328 @@
+"""TokenBudgetBatcher: admission, length buckets, token-budget batches, one inference thread.
+
+Flow: `embed()` admits each text at once or refuses (Overloaded), tokenizes it on the event
+loop, and parks it in its sequence-length bucket. The batch loop closes a batch from the
+bucket holding the oldest text when the bucket is full (max_batch_size or max_batch_tokens
+padded tokens), or when the worker is free and the oldest text has waited max_wait_us. Up
+to two batches are in flight: one running on the inference thread (ONNX Runtime releases
+the GIL), one padded and ready, so new arrivals are tokenized while the model runs.
+
+Failure rules: a request whose deadline passed while queued is dropped before inference; a
+failed batch fails only its own requests and triggers a health probe; a probe failure or an
+inference call that hangs past inference_timeout_s marks the backend dead: health goes
+NOT_SERVING, queued and new requests get Unavailable, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from export.settings import RecserveSettings, settings_config
+from export.tokenization import DEFAULT_BUCKETS, bucket_length
+from server.batching.backend import Backend
+from server.batching.cache import EmbeddingCache
+from server.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
+from server.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+
+class BatcherConfig(RecserveSettings):
+    model_config = settings_config("batcher")
+
+    max_batch_size: int = 64
+    """Most texts in one inference batch."""
+    max_batch_tokens: int = 4096
+    """Most padded tokens (batch size x bucket length) in one batch."""
+    max_wait_us: int = 500
+    """Longest the oldest queued text waits for its batch to fill once the worker is free."""
+    max_queue: int = 2048
+    """Texts admitted but not yet in inference; beyond this, requests are refused at once."""
+    cache_size: int = 20000
+    """Query embeddings kept in the LRU cache (0 disables it)."""
+    inference_timeout_s: float = 30.0
+    """An inference call running longer than this marks the backend dead."""
+    buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    """Sequence-length buckets texts are padded to."""
+
+
+@dataclass
+class EmbedTiming:
+    """Where a text's time went: waiting in the queue, and its batch's inference."""
+
+    queue_s: float = 0.0
+    encode_s: float = 0.0
+
+
+@dataclass(eq=False)
+class _Pending:
+    text: str
+    ids: np.ndarray
+    bucket: int
+    enqueued: float
+    deadline: float
+    future: asyncio.Future = field(repr=False)
+
+
+class TokenBudgetBatcher:
+    """Turns concurrent embed() calls into length-bucketed batches on one inference thread."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: BatcherConfig | None = None,
+        metrics: ServerMetrics | None = None,
+        on_health_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config or BatcherConfig()
+        self.metrics = metrics or ServerMetrics()
+        self._on_health_change = on_health_change
+        self.cache = EmbeddingCache(self.config.cache_size)
+        self._buckets: dict[int, deque[_Pending]] = {b: deque() for b in self.config.buckets}
+        self._queued = 0
+        self._in_flight: dict[str, _Pending] = {}
+        self._running_batches = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recserve-infer")
+        self._wake: asyncio.Event | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self.healthy = False
+        self.dead_reason: str | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the batch loop on the running event loop."""
+        self._wake = asyncio.Event()
+        self._loop_task = asyncio.create_task(self._batch_loop(), name="recserve-batch-loop")
+        self._loop_task.add_done_callback(self._on_loop_exit)
+        self._set_health(True)
+
+    async def stop(self) -> None:
+        """Stop taking work; fail what is still queued; wait for running batches."""
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+        self._fail_queued(Unavailable("server is shutting down"))
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- the API ---------------------------------------------------------------------------
+
+    async def embed(
+        self, texts: Sequence[str], deadline: float | None = None
+    ) -> tuple[np.ndarray, EmbedTiming]:
+        """[len(texts), dim] embeddings. deadline is time.monotonic() based (None = no deadline)."""
+        if self.dead_reason is not None:
+            raise Unavailable("inference backend is not available")
+        now = time.monotonic()
+        deadline = float("inf") if deadline is None else deadline
+        vectors: list[np.ndarray | None] = [None] * len(texts)
+        waits: list[tuple[int, asyncio.Future]] = []
+        new = [t for t in texts if self.cache.get(t) is None and t not in self._in_flight]
+        if self._queued + len(set(new)) > self.config.max_queue:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise Overloaded("server is at capacity; retry with backoff")
+        for i, text in enumerate(texts):
+            cached = self.cache.get(text)
+            if cached is not None:
+                self.metrics.cache_lookups.labels("hit").inc()
+                vectors[i] = cached
+                continue
+            self.metrics.cache_lookups.labels("miss").inc()
+            pending = self._in_flight.get(text)
+            if pending is None:
+                pending = self._admit(text, now, deadline)
+            else:
+                pending.deadline = max(pending.deadline, deadline)
+            waits.append((i, pending.future))
+        timing = EmbedTiming()
+        if waits:
+            results = await asyncio.gather(*(asyncio.shield(f) for _, f in waits))
+            for (i, _), (vector, t) in zip(waits, results):
+                vectors[i] = vector
+                timing.queue_s = max(timing.queue_s, t.queue_s)
+                timing.encode_s = max(timing.encode_s, t.encode_s)
+        return np.stack(vectors) if vectors else np.empty((0, self.backend.dim), np.float32), timing
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queued
+
+    # ---- admission and batch formation -----------------------------------------------------
+
+    def _admit(self, text: str, now: float, deadline: float) -> _Pending:
+        ids = self.backend.tokenize(text)
+        bucket = bucket_length(len(ids), self.config.buckets)
+        future = asyncio.get_running_loop().create_future()
+        pending = _Pending(text, ids, bucket, now, deadline, future)
+        self._buckets[bucket].append(pending)
+        self._in_flight[text] = pending
+        self._queued += 1
+        self.metrics.queue_depth.set(self._queued)
+        self._wake.set()
+        return pending
+
+    def _bucket_is_full(self, queue: deque[_Pending], seq_len: int) -> bool:
+        return (
+            len(queue) >= self.config.max_batch_size
+            or (len(queue) + 1) * seq_len > self.config.max_batch_tokens
+        )
+
+    def _oldest_bucket(self) -> tuple[int, deque[_Pending]]:
+        return min(
+            ((b, q) for b, q in self._buckets.items() if q), key=lambda bq: bq[1][0].enqueued
+        )
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queued and self._running_batches < 2:
+                seq_len, queue = self._oldest_bucket()
+                if not self._bucket_is_full(queue, seq_len):
+                    if self._running_batches:  # worker busy: let the batch keep filling
+                        break
+                    wait_left = queue[0].enqueued + self.config.max_wait_us / 1e6 - loop.time()
+                    if wait_left > 0:
+                        if self._timer is not None:
+                            self._timer.cancel()
+                        self._timer = loop.call_later(wait_left, self._wake.set)
+                        break
+                batch = self._take(queue, seq_len)
+                if batch:
+                    self._start_batch(batch, seq_len)
+
+    def _take(self, queue: deque[_Pending], seq_len: int) -> list[_Pending]:
+        """Pop one batch from a bucket, dropping texts whose deadline already passed."""
+        limit = min(self.config.max_batch_size, max(1, self.config.max_batch_tokens // seq_len))
+        now = time.monotonic()
+        batch: list[_Pending] = []
+        while queue and len(batch) < limit:
+            pending = queue.popleft()
+            self._queued -= 1
+            if pending.deadline <= now:
+                self.metrics.rejected.labels("deadline_in_queue").inc()
+                self._finish(pending, exc=DeadlineExceeded("deadline passed while queued"))
+                continue
+            batch.append(pending)
+        self.metrics.queue_depth.set(self._queued)
+        return batch
+
+    # ---- inference -------------------------------------------------------------------------
+
+    def _start_batch(self, batch: list[_Pending], seq_len: int) -> None:
+        self._running_batches += 1
+        task = asyncio.create_task(self._run_batch(batch, seq_len))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(self, batch: list[_Pending], seq_len: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        real_tokens = sum(min(len(p.ids), seq_len) for p in batch)
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.batch_tokens.observe(len(batch) * seq_len)
+        self.metrics.padding_waste.observe(1.0 - real_tokens / (len(batch) * seq_len))
+        try:
+            call = loop.run_in_executor(self._executor, self._infer_live, batch, seq_len)
+            live, vectors = await asyncio.wait_for(call, timeout=self.config.inference_timeout_s)
+        except asyncio.TimeoutError:
+            self._mark_dead("an inference call hung")
+            for pending in batch:
+                self._finish(pending, exc=Unavailable("inference backend is not available"))
+        except Exception:  # the model failed on this batch: fail it, keep serving, probe health
+            log.exception("inference failed for a batch of %d", len(batch))
+            for pending in batch:
+                self._finish(pending, exc=InferenceFailed("the encoder failed on this request"))
+            self._probe_soon()
+        else:
+            encode_s = time.monotonic() - started
+            self.metrics.stage_latency.labels("encode").observe(encode_s)
+            for pending in batch:
+                if pending not in live:
+                    self.metrics.rejected.labels("deadline_in_queue").inc()
+                    self._finish(pending, exc=DeadlineExceeded("deadline passed while queued"))
+            for pending, vector in zip(live, vectors):
+                self.cache.put(pending.text, vector)
+                self._finish(pending, result=(vector, EmbedTiming(started - pending.enqueued, encode_s)))
+        finally:
+            self._running_batches -= 1
+            if self._wake is not None:
+                self._wake.set()
+
+    def _infer_live(self, batch: list[_Pending], seq_len: int) -> tuple[list[_Pending], np.ndarray]:
+        """Worker thread: a ready batch may have waited for the worker, so drop what expired."""
+        now = time.monotonic()
+        live = [p for p in batch if p.deadline > now]
+        if not live:
+            return live, np.empty((0, self.backend.dim), np.float32)
+        return live, self.backend.infer([p.ids for p in live], seq_len)
+
+    def _finish(self, pending: _Pending, *, result=None, exc: Exception | None = None) -> None:
+        if self._in_flight.get(pending.text) is pending:
+            del self._in_flight[pending.text]
+        if pending.future.done():
+            return
+        if exc is not None:
+            pending.future.set_exception(exc)
+            pending.future.exception()  # mark retrieved: nobody may be waiting any more
+        else:
+            pending.future.set_result(result)
+
+    # ---- health ----------------------------------------------------------------------------
+
+    def _probe_soon(self) -> None:
+        """After a failed batch: health NOT_SERVING until a real inference succeeds again."""
+        self._set_health(False)
+        task = asyncio.create_task(self._probe())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        ids = self.backend.tokenize("health probe")
+        try:
+            call = loop.run_in_executor(self._executor, self.backend.infer, [ids], bucket_length(len(ids)))
+            await asyncio.wait_for(call, timeout=self.config.inference_timeout_s)
+        except Exception:  # noqa: BLE001 - any failure of the probe means the backend is down
+            self._mark_dead("the inference health probe failed")
+        else:
+            if self.dead_reason is None:
+                self._set_health(True)
+
+    def _mark_dead(self, reason: str) -> None:
+        log.error("inference backend marked dead: %s", reason)
+        self.dead_reason = reason
+        self._set_health(False)
+        self._fail_queued(Unavailable("inference backend is not available"))
+
+    def _on_loop_exit(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch loop crashed", exc_info=task.exception())
+            self._mark_dead("the batch loop crashed")
+
+    def _fail_queued(self, exc: Exception) -> None:
+        for queue in self._buckets.values():
+            while queue:
+                self._finish(queue.popleft(), exc=exc)
+        self._queued = 0
+        self.metrics.queue_depth.set(0)
+
+    def _set_health(self, healthy: bool) -> None:
+        if healthy != self.healthy:
+            self.healthy = healthy
+            self.metrics.backend_healthy.set(1 if healthy else 0)
+            if self._on_health_change is not None:
+                self._on_health_change(healthy)
