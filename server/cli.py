@@ -1,0 +1,72 @@
+"""`recserve serve`: serve a bundle (or the default one) until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from export.runtime import RuntimeConfig
+from export.settings import load_settings
+from server.batching.batcher import BatcherConfig
+from server.engine import RankingConfig
+from server.requests import LimitsConfig
+from server.retrieval.retriever import RetrievalConfig
+from server.service.app import AllConfigs, RecserveServer, ServerConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", help="bundle directory (default: build/serve the demo bundle)")
+    parser.add_argument("--host", help="interface to bind (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="gRPC port (default 50051; 0 = any free port)")
+    parser.add_argument("--metrics-port", type=int, help="Prometheus port (default 9464; -1 = off)")
+    parser.add_argument("--config", help="TOML config file with [server], [batcher], [runtime], ... tables")
+    parser.add_argument("--provider", choices=["auto", "tensorrt", "cuda", "cpu"], help="execution provider")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0 = usable CPUs)")
+    parser.add_argument("--log-level", default="INFO")
+
+
+def configs_from_args(args: argparse.Namespace) -> AllConfigs:
+    cfg = args.config
+    return AllConfigs(
+        server=load_settings(ServerConfig, cfg, host=args.host, port=args.port,
+                             metrics_port=args.metrics_port),
+        runtime=load_settings(RuntimeConfig, cfg, provider=args.provider, intra_op_threads=args.threads),
+        batcher=load_settings(BatcherConfig, cfg),
+        retrieval=load_settings(RetrievalConfig, cfg),
+        ranking=load_settings(RankingConfig, cfg),
+        limits=load_settings(LimitsConfig, cfg),
+    )
+
+
+async def serve(bundle: str, configs: AllConfigs) -> int:
+    server = RecserveServer(configs)
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task] = []
+
+    def on_signal(signame: str) -> None:
+        logging.getLogger(__name__).info("%s: draining", signame)
+        if not stopping:
+            stopping.append(loop.create_task(server.drain_and_stop()))
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    port = await server.start(bundle)
+    print(f"recserve: serving bundle {server.state.version} on {configs.server.host}:{port}"
+          f" (metrics on :{server.metrics_port})", flush=True)
+    await server.wait_for_termination()
+    if stopping:
+        await stopping[0]
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configs = configs_from_args(args)
+    bundle = args.bundle
+    if not bundle:
+        from server.default_bundle import default_bundle_path
+
+        bundle = str(default_bundle_path())
+    return asyncio.run(serve(bundle, configs))

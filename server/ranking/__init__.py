@@ -1,0 +1,1 @@
+"""Reranking candidates with interaction features: linear scorer, MMR diversity, explanations."""

@@ -1,0 +1,1 @@
+"""Candidate retrieval: HNSW k-NN under a reader/writer lock, filters, multi-interest merging."""

@@ -1,0 +1,83 @@
+"""Retriever: interests -> merged, filtered candidate set with retrieval scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from export.settings import RecserveSettings, settings_config
+from server.retrieval.filters import AttributePostings, ItemFilter, allowed_mask
+from server.retrieval.interests import Interest
+from server.retrieval.vector_index import VectorIndex
+
+
+class RetrievalConfig(RecserveSettings):
+    model_config = settings_config("retrieval")
+
+    candidates: int = 100
+    """Candidates gathered across interests before reranking (at least k)."""
+    max_interests: int = 4
+    """Most interest vectors a user's history is split into."""
+    exact_search_max_items: int = 2000
+    """When a filter leaves at most this many items, search them exactly instead of HNSW."""
+    exact_search_max_share: float = 0.02
+    """...or when it leaves at most this share of the catalog."""
+    overfetch_rounds: int = 3
+    """HNSW post-filter attempts (each fetching twice as many) before falling back to exact."""
+
+
+@dataclass
+class Candidates:
+    labels: np.ndarray  # int64 [C]
+    scores: np.ndarray  # float32 [C] merged retrieval score
+    interest_sims: np.ndarray  # float32 [C, n_interests]
+
+
+class Retriever:
+    def __init__(self, index: VectorIndex, postings: AttributePostings, config: RetrievalConfig) -> None:
+        self.index = index
+        self.postings = postings
+        self.config = config
+
+    def retrieve(self, interests: list[Interest], k: int, item_filter: ItemFilter) -> Candidates:
+        """Candidates for all interests, at least k when the filter leaves that many items."""
+        total = max(self.config.candidates, k)
+        needs_mask = item_filter.restricts_attributes or item_filter.exclude_labels
+        mask = allowed_mask(item_filter, self.postings, self.index.present) if needs_mask else None
+        weights = np.asarray([i.weight for i in interests], dtype=np.float32)
+        quotas = np.maximum(k, np.ceil(total * weights / weights.sum())).astype(int)
+        found: list[np.ndarray] = []
+        for interest, quota in zip(interests, quotas):
+            found.append(self._search(interest.vector, int(quota), mask))
+        labels = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+        return self._score(labels, interests, weights)
+
+    def _search(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> np.ndarray:
+        if mask is None:
+            labels, _ = self.index.knn(query[None, :], k)
+            return labels[0]
+        allowed = int(mask.sum())
+        if allowed == 0:
+            return np.empty(0, np.int64)
+        share = allowed / max(1, self.index.size)
+        if allowed <= self.config.exact_search_max_items or share <= self.config.exact_search_max_share:
+            return self.index.exact(query, np.flatnonzero(mask), k)[0]
+        fetch = int(np.ceil(k / share * 1.5))
+        for _ in range(self.config.overfetch_rounds):
+            labels, _ = self.index.knn(query[None, :], fetch, ef=fetch)
+            kept = labels[0][mask[labels[0]]]
+            if len(kept) >= k or fetch >= self.index.size:
+                return kept[:k]
+            fetch *= 2
+        return self.index.exact(query, np.flatnonzero(mask), k)[0]
+
+    def _score(self, labels: np.ndarray, interests: list[Interest], weights: np.ndarray) -> Candidates:
+        if len(labels) == 0:
+            return Candidates(labels, np.empty(0, np.float32), np.empty((0, len(interests)), np.float32))
+        centers = np.stack([i.vector for i in interests])
+        sims = self.index.vectors[labels] @ centers.T
+        # A strong match to a minor interest still counts, slightly discounted (not averaged away).
+        scale = 0.5 + 0.5 * weights / weights.max()
+        scores = (sims * scale).max(axis=1)
+        return Candidates(labels, scores.astype(np.float32), sims.astype(np.float32))

@@ -1,0 +1,1 @@
+"""The gRPC layer: the only part of recserve that imports grpc."""

@@ -1,0 +1,152 @@
+"""The recserve gRPC server: Recommender + grpc.health.v1 + reflection + Prometheus endpoint.
+
+Health is NOT_SERVING until a bundle is loaded and warmed up by real inference, follows the
+inference backend's health after that, and goes NOT_SERVING at once when draining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from export.runtime import RuntimeConfig
+from export.settings import RecserveSettings, settings_config
+from protos import SERVICE_NAME
+from protos import recommender_pb2_grpc as pb_grpc
+from server.batching.batcher import BatcherConfig
+from server.engine import RankingConfig
+from server.metrics import ServerMetrics
+from server.requests import LimitsConfig
+from server.retrieval.retriever import RetrievalConfig
+from server.service.servicer import RecommenderServicer
+from server.serving_state import ServingConfigs, ServingState, open_serving_state
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ServerConfig(RecserveSettings):
+    model_config = settings_config("server")
+
+    host: str = "0.0.0.0"
+    """Interface the gRPC server binds."""
+    port: int = 50051
+    """gRPC port (0 = any free port)."""
+    metrics_port: int = 9464
+    """Prometheus /metrics HTTP port (0 = any free port, -1 = off)."""
+    grace_period_s: float = 10.0
+    """On SIGTERM, how long in-flight calls may take to finish."""
+    max_message_bytes: int = 8 * 1024 * 1024
+    """Largest request or response message."""
+    auth_token: str = ""
+    """If set, every call must carry `authorization: Bearer <token>` metadata."""
+
+
+@dataclass
+class AllConfigs:
+    """Every component config of a server, defaults for production."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    batcher: BatcherConfig = field(default_factory=BatcherConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    ranking: RankingConfig = field(default_factory=RankingConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def serving(self) -> ServingConfigs:
+        return ServingConfigs(self.runtime, self.batcher, self.retrieval, self.ranking)
+
+
+class RecserveServer:
+    def __init__(self, configs: AllConfigs | None = None) -> None:
+        self.configs = configs or AllConfigs()
+        self.config = self.configs.server
+        self.limits = self.configs.limits
+        self.metrics = ServerMetrics()
+        self.state: ServingState | None = None
+        self.draining = False
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self.health = health.aio.HealthServicer()
+        self._metrics_http = None
+        options = [
+            ("grpc.max_receive_message_length", self.config.max_message_bytes),
+            ("grpc.max_send_message_length", self.config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self.grpc = grpc.aio.server(options=options)
+        pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self), self.grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), self.grpc)
+
+    async def start(self, bundle_path: str | Path, address: str | None = None) -> int:
+        """Bind, report NOT_SERVING, load + warm the bundle, then report SERVING. Returns the port."""
+        address = address or f"{self.config.host}:{self.config.port}"
+        self.port = self.grpc.add_insecure_port(address)
+        await self._set_health(False)
+        await self.grpc.start()
+        if self.config.metrics_port >= 0:
+            self._metrics_http, _ = start_http_server(self.config.metrics_port, registry=self.metrics.registry)
+            self.metrics_port = self._metrics_http.server_port
+        try:
+            self.state = await open_serving_state(
+                bundle_path, self.configs.serving(), self.metrics, self._on_backend_health)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        self._update_index_metrics()
+        await self._set_health(True)
+        log.info("serving bundle %s on port %s", self.state.version, self.port)
+        return self.port
+
+    def _update_index_metrics(self) -> None:
+        if self.state is not None:
+            index = self.state.bundle.index
+            self.metrics.index_size.labels("live").set(index.size)
+            self.metrics.index_size.labels("stored").set(index.index.get_current_count())
+
+    def _on_backend_health(self, healthy: bool) -> None:
+        if not self.draining:
+            asyncio.get_running_loop().create_task(self._set_health(healthy))
+
+    async def _set_health(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def drain_and_stop(self, grace: float | None = None) -> None:
+        """SIGTERM: NOT_SERVING at once, refuse new calls, let in-flight calls finish, stop."""
+        self.draining = True
+        await self.health.enter_graceful_shutdown()
+        await self.stop(self.config.grace_period_s if grace is None else grace)
+
+    async def stop(self, grace: float | None = 0) -> None:
+        await self.grpc.stop(grace)
+        if self.state is not None:
+            await self.state.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http = None
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc.wait_for_termination()
+
+
+async def create_server(
+    bundle_path: str | Path, address: str = "127.0.0.1:0", configs: AllConfigs | None = None
+) -> tuple[RecserveServer, int]:
+    """Start a server on `address` (port 0 = any free port) serving bundle_path: (server, port)."""
+    server = RecserveServer(configs)
+    port = await server.start(bundle_path, address)
+    return server, port

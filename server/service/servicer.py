@@ -1,0 +1,127 @@
+"""recserve.v1.Recommender over grpc.aio: protobuf in, domain call, protobuf out.
+
+Every RPC goes through `_rpc`: auth and readiness checks, the deadline, one error mapping
+(status_map), and the request metrics. Nothing else happens here.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+
+from export.errors import RecserveError
+from protos import recommender_pb2 as pb
+from protos import recommender_pb2_grpc as pb_grpc
+from server.errors import InvalidRequest, NotReady, Unauthenticated
+from server.requests import StageTimings
+from server.service.convert import query_from_proto, result_to_proto, timings_to_proto
+from server.service.status_map import status_for
+
+if TYPE_CHECKING:
+    from server.service.app import RecserveServer
+
+log = logging.getLogger(__name__)
+
+
+def _rpc(method: str):
+    def wrap(handler):
+        @functools.wraps(handler)
+        async def call(self: "RecommenderServicer", request, context: grpc.aio.ServicerContext):
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                state = self._admit(context)
+                remaining = context.time_remaining()
+                deadline = None if remaining is None else time.monotonic() + remaining
+                return await handler(self, state, request, deadline)
+            except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
+                status, message = status_for(exc)
+                if not isinstance(exc, RecserveError):
+                    log.exception("%s failed", method)
+                code = status.name
+                await context.abort(status, message)
+            finally:
+                self._record(method, code, time.perf_counter() - started)
+
+        return call
+
+    return wrap
+
+
+class RecommenderServicer(pb_grpc.RecommenderServicer):
+    def __init__(self, server: "RecserveServer") -> None:
+        self.server = server
+        self.metrics = server.metrics
+        self.limits = server.limits
+        methods = pb.DESCRIPTOR.services_by_name["Recommender"].methods_by_name
+        self._count = {(m, "OK"): self.metrics.requests.labels(m, "OK") for m in methods}
+        self._latency = {m: self.metrics.request_latency.labels(m) for m in methods}
+
+    def _record(self, method: str, code: str, seconds: float) -> None:
+        counter = self._count.get((method, code)) or self.metrics.requests.labels(method, code)
+        counter.inc()
+        self._latency[method].observe(seconds)
+
+    def _admit(self, context: grpc.aio.ServicerContext):
+        token = self.server.config.auth_token
+        if token:
+            metadata = dict(context.invocation_metadata() or ())
+            if metadata.get("authorization") != f"Bearer {token}":
+                raise Unauthenticated("missing or invalid bearer token")
+        state = self.server.state
+        if state is None or self.server.draining:
+            raise NotReady("server is not serving (starting up or draining)")
+        return state
+
+    @_rpc("Recommend")
+    async def Recommend(self, state, request: pb.RecommendRequest, deadline):
+        query = query_from_proto(request).validated(self.limits)
+        return result_to_proto(await state.engine.recommend(query, deadline))
+
+    @_rpc("RecommendBatch")
+    async def RecommendBatch(self, state, request: pb.RecommendBatchRequest, deadline):
+        if len(request.requests) > self.limits.max_batch_requests:
+            raise InvalidRequest(f"at most {self.limits.max_batch_requests} requests per batch")
+        queries = [query_from_proto(r).validated(self.limits) for r in request.requests]
+        results = await state.engine.recommend_many(queries, deadline)
+        return pb.RecommendBatchResponse(responses=[result_to_proto(r) for r in results])
+
+    @_rpc("Embed")
+    async def Embed(self, state, request: pb.EmbedRequest, deadline):
+        texts = list(request.texts)
+        if not texts or len(texts) > self.limits.max_embed_texts:
+            raise InvalidRequest(f"give 1 to {self.limits.max_embed_texts} texts")
+        if any(len(t) > self.limits.max_query_chars for t in texts):
+            raise InvalidRequest(f"texts must be at most {self.limits.max_query_chars} characters")
+        started = time.perf_counter()
+        vectors, timing = await state.batcher.embed(texts, deadline)
+        timings = StageTimings(queue_us=int(timing.queue_s * 1e6), encode_us=int(timing.encode_s * 1e6),
+                               total_us=int((time.perf_counter() - started) * 1e6))
+        return pb.EmbedResponse(
+            embeddings=[pb.Embedding(values=v.astype(np.float32).tolist()) for v in vectors],
+            dim=int(vectors.shape[1]), bundle_version=state.version, timings=timings_to_proto(timings),
+        )
+
+    @_rpc("GetInfo")
+    async def GetInfo(self, state, request: pb.GetInfoRequest, deadline):
+        bundle = state.bundle
+        manifest = bundle.manifest
+        encoder = manifest.get("encoder") or {}
+        return pb.GetInfoResponse(
+            bundle_version=state.version,
+            model=str((encoder.get("model") or {}).get("source", "")),
+            precision=str(encoder.get("precision", "")),
+            dim=int(bundle.backend.dim),
+            max_length=int(bundle.backend.tokenizer.max_length),
+            index_size=int(bundle.index.index.get_current_count()),
+            live_items=int(bundle.index.size),
+            execution_provider=bundle.backend.runtime.provider,
+            manifest_json=json.dumps({k: v for k, v in manifest.items() if k != "files"}),
+            last_applied_sequence=int(getattr(self.server, "last_applied_sequence", 0)),
+        )

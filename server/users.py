@@ -1,0 +1,71 @@
+"""Users' recent histories: the bundle's table, plus live interactions recorded since.
+
+Reads happen on the event loop for every Recommend, so lookups are dict gets; the live
+overlay keeps at most `history_length` events per user.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+import numpy as np
+
+NEGATIVE_EVENTS = frozenset({"dislike", "not_interested"})
+EVENT_WEIGHTS = {"view": 0.2, "click": 0.5, "add_to_cart": 0.8, "purchase": 1.0,
+                 "dislike": 0.0, "not_interested": 0.0}
+
+
+@dataclass
+class UserHistory:
+    labels: np.ndarray  # int64, oldest..newest
+    timestamps: np.ndarray  # float64 epoch seconds
+    disliked: np.ndarray  # int64 labels the user rejected
+
+    @property
+    def is_empty(self) -> bool:
+        return len(self.labels) == 0
+
+
+_EMPTY = np.empty(0, np.int64)
+
+
+class UserHistories:
+    def __init__(
+        self,
+        bundle_history: dict[str, np.ndarray],
+        bundle_timestamps: dict[str, np.ndarray],
+        history_length: int = 50,
+    ) -> None:
+        self._bundle = bundle_history
+        self._bundle_ts = bundle_timestamps
+        self.history_length = history_length
+        self._live: dict[str, deque[tuple[int, float]]] = defaultdict(
+            lambda: deque(maxlen=history_length))
+        self._disliked: dict[str, set[int]] = defaultdict(set)
+
+    def __contains__(self, user_id: str) -> bool:
+        return user_id in self._bundle or user_id in self._live or user_id in self._disliked
+
+    def get(self, user_id: str) -> UserHistory:
+        labels = self._bundle.get(user_id, _EMPTY)
+        stamps = self._bundle_ts.get(user_id, np.empty(0, np.float64))
+        live = self._live.get(user_id)
+        if live:
+            labels = np.concatenate([labels, np.fromiter((l for l, _ in live), np.int64)])
+            stamps = np.concatenate([stamps, np.fromiter((t for _, t in live), np.float64)])
+            labels, stamps = labels[-self.history_length:], stamps[-self.history_length:]
+        disliked = self._disliked.get(user_id)
+        rejected = np.fromiter(disliked, np.int64) if disliked else _EMPTY
+        if len(rejected):
+            keep = ~np.isin(labels, rejected)
+            labels, stamps = labels[keep], stamps[keep]
+        return UserHistory(labels, stamps, rejected)
+
+    def record(self, user_id: str, label: int, event: str, timestamp: float) -> None:
+        """Apply one live interaction (called by the single writer)."""
+        if event in NEGATIVE_EVENTS:
+            self._disliked[user_id].add(label)
+        else:
+            self._live[user_id].append((label, timestamp))
+            self._disliked.get(user_id, set()).discard(label)
