@@ -1,0 +1,77 @@
+"""Ranking features, the linear scorer, MMR and explanations on hand-made tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from server.ranking.features import COLUMN, FeatureTables, RankingContext, compute_features
+from server.ranking.scorer import contributions, reason, select, weight_vector
+
+
+def unit(*rows):
+    v = np.asarray(rows, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+VECTORS = unit([1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.9, 0.1], [0, 0, 1])
+COOC = sp.csr_matrix(np.array([
+    [0, 0, 0, 0, 1.0],
+    [0, 0, 0, 0, 0],
+    [0, 0, 0, 0.5, 0],
+    [0, 0, 0, 0, 0],
+    [1.0, 0, 0, 0, 0],
+], dtype=np.float32))
+
+
+def tables():
+    return FeatureTables(
+        popularity=np.array([1.0, 0.5, 0.2, 0.1, 0.0], np.float32),
+        cooccurrence=COOC,
+        created_at=np.array([0, 0, 0, 0, np.nan]),
+        attribute_codes={"colour": np.array([0, 0, 1, 1, -1], np.int32)},
+        freshness_half_life_days=30,
+    )
+
+
+def test_features_reflect_history_cooccurrence_and_penalties():
+    ctx = RankingContext(query_vector=None, history_labels=np.array([0]),
+                         history_weights=np.array([1.0], np.float32),
+                         disliked_labels=np.array([2]), now=0.0)
+    candidates = np.array([0, 1, 3, 4])
+    f, sims = compute_features(candidates, np.zeros(4, np.float32), ctx, tables(), VECTORS)
+    assert f[1, COLUMN["history_max_similarity"]] > 0.99  # item 1 is close to item 0
+    assert f[3, COLUMN["co_occurrence"]] == 1.0  # item 4 co-occurs with item 0
+    assert f[0, COLUMN["already_interacted"]] == 1.0 and f[1, COLUMN["already_interacted"]] == 0
+    assert f[2, COLUMN["disliked_similarity"]] > 0.9  # item 3 is like disliked item 2
+    assert f[1, COLUMN["attribute_affinity"]] == 1.0 and f[2, COLUMN["attribute_affinity"]] == 0
+    assert f[0, COLUMN["freshness"]] == 1.0 and f[3, COLUMN["freshness"]] == 0.0  # unknown age
+    assert sims.shape == (4, 1)
+
+
+def test_mmr_trades_relevance_for_diversity():
+    scores = np.array([1.0, 0.99, 0.5, 0.49, 0.3], np.float32)
+    assert select(scores, VECTORS, 2, diversity=0.0).tolist() == [0, 1]
+    diverse = select(scores, VECTORS, 2, diversity=0.7).tolist()
+    assert diverse[0] == 0 and diverse[1] in (2, 3, 4)
+
+
+def test_reason_names_the_history_item_behind_cooccurrence():
+    w = weight_vector(None)
+    row = np.zeros(len(w), np.float32)
+    row[COLUMN["co_occurrence"]] = 1.0
+    row[COLUMN["popularity"]] = 0.1
+    text = reason(row, w, query="", history_titles=["WHITE METAL LANTERN"],
+                  best_history_by_similarity=0, best_history_by_cooccurrence=0)
+    assert text == "often bought with WHITE METAL LANTERN"
+    top = contributions(row, w)
+    assert top[0].feature == "co_occurrence" and top[0].contribution == w[COLUMN["co_occurrence"]]
+
+
+def test_reason_for_a_text_query():
+    w = weight_vector(None)
+    row = np.zeros(len(w), np.float32)
+    row[COLUMN["query_similarity"]] = 0.8
+    row[COLUMN["retrieval"]] = 0.8
+    assert reason(row, w, query="red lantern", history_titles=[], best_history_by_similarity=None,
+                  best_history_by_cooccurrence=None) == "matches \u201cred lantern\u201d"
