@@ -167,9 +167,13 @@ class RecommendationEngine:
             result.contributions = contributions(row, self.weights)
             best_sim = best_cooc = None
             if history_sims is not None and len(history):
-                best_sim = int(np.argmax(history_sims[position]))
-                cooc_row = self.bundle.tables.cooccurrence[history][:, [label]].toarray().ravel()
-                best_cooc = int(np.argmax(cooc_row)) if cooc_row.max() > 0 else None
+                others = history != label  # never explain an item by itself
+                if others.any():
+                    sims = np.where(others, history_sims[position], -np.inf)
+                    best_sim = int(np.argmax(sims))
+                    cooc_row = self.bundle.tables.cooccurrence[history][:, [label]].toarray().ravel()
+                    cooc_row[~others] = 0
+                    best_cooc = int(np.argmax(cooc_row)) if cooc_row.max() > 0 else None
             result.reason = reason(
                 row, self.weights, query=request.query,
                 history_titles=[catalog.titles[h] for h in history],

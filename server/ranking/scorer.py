@@ -82,9 +82,14 @@ def reason(
     best_history_by_similarity: int | None,
     best_history_by_cooccurrence: int | None,
 ) -> str:
-    """One human sentence for the strongest positive, behaviour- or content-based signal."""
+    """One human sentence for the strongest specific signal (behaviour or content).
+
+    The generic retrieval score is the fallback, not the reason: "often bought with X" or
+    "similar to Y" tells a person why, "close to your interests" barely does.
+    """
     parts = row * weights
     ranked = [FEATURE_NAMES[i] for i in np.argsort(-parts) if parts[i] > 0]
+    ranked = [f for f in ranked if f != "retrieval"] + (["retrieval"] if "retrieval" in ranked else [])
     for feature in ranked:
         if feature == "co_occurrence" and best_history_by_cooccurrence is not None:
             return f"often bought with {history_titles[best_history_by_cooccurrence]}"
