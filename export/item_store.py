@@ -1,0 +1,195 @@
+"""The item store: SQLite (WAL mode) mapping item ids to HNSW labels, with titles and attributes.
+
+Schema (SCHEMA_VERSION 1), laid out for live writes (upserts, deletes) as well as the build:
+
+    items      label INTEGER PRIMARY KEY  -- the item's label in the HNSW index, never reused
+               item_id TEXT UNIQUE NOT NULL, title, text, attributes (JSON object of strings),
+               created_at, updated_at (epoch seconds, NULL when unknown),
+               deleted (0/1: a tombstone, the label stays taken), version (bumped per write,
+               so replaying a write-ahead log entry twice is a no-op)
+    write_log  seq INTEGER PRIMARY KEY AUTOINCREMENT, op ('upsert'|'delete'), item_id,
+               payload (JSON), received_at -- writes acknowledged but maybe not yet applied
+    meta       key TEXT PRIMARY KEY, value TEXT -- schema_version, last_applied_seq, ...
+
+A bundle's items.sqlite is immutable: `open(readonly=True)` opens it with SQLite's
+`immutable=1`, so no -wal/-shm files appear next to it and the bundle's checksums hold.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from export.errors import BundleError, InvalidInput
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE items (
+    label INTEGER PRIMARY KEY,
+    item_id TEXT UNIQUE NOT NULL,
+    title TEXT NOT NULL DEFAULT '',
+    text TEXT NOT NULL DEFAULT '',
+    attributes TEXT NOT NULL DEFAULT '{}',
+    created_at REAL,
+    updated_at REAL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE write_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
+    item_id TEXT NOT NULL,
+    payload TEXT,
+    received_at REAL NOT NULL
+);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """One catalog item as imported (attributes are strings, created_at epoch seconds)."""
+
+    item_id: str
+    title: str
+    text: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    created_at: float | None = None
+
+
+@dataclass
+class Catalog:
+    """In-memory, label-indexed view of the store for the serving hot path.
+
+    Position i of every list/array describes HNSW label i.
+    """
+
+    item_ids: list[str]
+    titles: list[str]
+    attributes: list[dict[str, str]]
+    created_at: np.ndarray
+    deleted: np.ndarray
+    label_of: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+class ItemStore:
+    """Item id <-> label mapping and item metadata, in one SQLite file."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, readonly: bool) -> None:
+        self._db = connection
+        self.path = path
+        self.readonly = readonly
+
+    @classmethod
+    def create(cls, path: str | Path) -> "ItemStore":
+        """A new, empty store at path (which must not exist), in WAL mode."""
+        path = Path(path)
+        if path.exists():
+            raise InvalidInput(f"item store {path} already exists")
+        db = sqlite3.connect(path)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        with db:
+            db.executemany(
+                "INSERT INTO meta(key, value) VALUES (?, ?)",
+                [("schema_version", str(SCHEMA_VERSION)), ("last_applied_seq", "0"),
+                 ("created_at", repr(time.time()))],
+            )
+        return cls(db, path, readonly=False)
+
+    @classmethod
+    def open(cls, path: str | Path, *, readonly: bool = False) -> "ItemStore":
+        """An existing store; readonly opens it as immutable (the bundle's copy)."""
+        path = Path(path)
+        if not path.is_file():
+            raise BundleError(f"no item store at {path}")
+        try:
+            if readonly:
+                db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+            else:
+                db = sqlite3.connect(path)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise BundleError(f"{path} is not an item store: {exc}") from exc
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            db.close()
+            raise BundleError(f"{path}: item store schema {version} is not {SCHEMA_VERSION}")
+        return cls(db, path, readonly)
+
+    def add_items(self, records: Iterable[ItemRecord]) -> list[int]:
+        """Insert new items; labels continue after the highest existing one (0.. in a new store)."""
+        now = time.time()
+        start = self._db.execute("SELECT COALESCE(MAX(label), -1) + 1 FROM items").fetchone()[0]
+        rows = [
+            (start + i, r.item_id, r.title, r.text,
+             json.dumps(r.attributes, ensure_ascii=False, sort_keys=True), r.created_at, now)
+            for i, r in enumerate(records)
+        ]
+        try:
+            with self._db:
+                self._db.executemany(
+                    "INSERT INTO items(label, item_id, title, text, attributes, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows,
+                )
+        except sqlite3.IntegrityError as exc:
+            raise InvalidInput(f"item store: {exc} (duplicate item_id?)") from exc
+        return [row[0] for row in rows]
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+
+    def texts(self, batch: int = 10000) -> Iterator[tuple[int, str, str, dict[str, str]]]:
+        """(label, title, text, attributes) in label order, read in batches."""
+        cursor = self._db.execute("SELECT label, title, text, attributes FROM items ORDER BY label")
+        while chunk := cursor.fetchmany(batch):
+            for label, title, text, attributes in chunk:
+                yield label, title, text, json.loads(attributes)
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+
+    def catalog(self) -> Catalog:
+        """Every item (deleted ones included, flagged) as a label-indexed Catalog."""
+        rows = self._db.execute(
+            "SELECT label, item_id, title, attributes, created_at, deleted FROM items ORDER BY label"
+        ).fetchall()
+        if rows and rows[-1][0] != len(rows) - 1:
+            raise BundleError(f"{self.path}: item labels are not contiguous 0..{len(rows) - 1}")
+        item_ids = [r[1] for r in rows]
+        return Catalog(
+            item_ids=item_ids,
+            titles=[r[2] for r in rows],
+            attributes=[json.loads(r[3]) for r in rows],
+            created_at=np.array([np.nan if r[4] is None else r[4] for r in rows], dtype=np.float64),
+            deleted=np.array([bool(r[5]) for r in rows], dtype=bool),
+            label_of={item_id: label for label, item_id in enumerate(item_ids)},
+        )
+
+    def close(self) -> None:
+        """Checkpoint the WAL into the main file (so the file alone is complete) and close."""
+        if not self.readonly:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+    def __enter__(self) -> "ItemStore":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
