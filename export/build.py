@@ -230,7 +230,7 @@ def build_bundle(
             },
             "index": {
                 "file": INDEX_FILE, "space": SPACE, "m": config.m,
-                "ef_construction": config.ef_construction, "ef": ef, "recall_at_10": recall,
+                "ef_construction": config.ef_construction, "ef": ef, "recall_at_10": round(recall, 4),
                 "target_recall": config.target_recall,
                 "recall_sample": min(config.ef_sample, len(vectors)),
                 "build_seconds": round(index_seconds, 3), "dim": runtime.dim,
