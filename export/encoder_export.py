@@ -1,0 +1,214 @@
+"""`recserve export` as a function: encoder folder -> verified encoder part of a bundle.
+
+Steps: export the contract graph (encoder_graph) -> ORT transformer fusions (fusion) ->
+int8 / fp16 / fp32 (precision) -> the verification gate against PyTorch fp32 on the probe
+set (verification) -> manifest. Everything is written into a BundleWriter's temporary
+directory and renamed into place only after the gate passes, so a failure at any step
+leaves nothing that looks deployable.
+
+The manifest's `encoder` section (other stages read it; the bundle build copies it):
+
+    model_file, tokenizer_dir, inputs, output, dim, max_length, pooling, normalized,
+    precision, quantization (int8 scheme or null), fp16_fp32_nodes (fp16 only),
+    fusion {op: count}, source {path, library, model_type, weights_sha256, weight_files},
+    verification {probes, mean_cosine, p1_cosine, min_cosine, max_abs_diff, overlap_at_10,
+                  by_kind, gate {metric: minimum}, passed, provider, reference},
+    tool_versions
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+import onnxruntime as ort
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from export import encoder_graph, fusion, precision as lower
+from export.bundle import MODEL_FILE, TOKENIZER_DIR, BundleWriter
+from export.embedding import embed_texts
+from export.errors import InvalidInput
+from export.onnx_export import resolve_model_path
+from export.probes import build_probe_set
+from export.runtime import EncoderRuntime, RuntimeConfig
+from export.settings import RecserveSettings, settings_config
+from export.tokenization import TextTokenizer
+from export.verification import (
+    GateFailed, VerificationGate, agreement_table, gate_failures, measure_agreement,
+    reference_embeddings,
+)
+
+Precision = Literal["auto", "fp32", "int8", "fp16"]
+PRECISIONS = ("auto", "fp32", "int8", "fp16")
+_TOOLS = ("onnxruntime", "onnx", "optimum-onnx", "torch", "transformers", "sentence-transformers")
+
+
+class ExportConfig(RecserveSettings):
+    """How `recserve export` turns an encoder folder into the encoder part of a bundle."""
+
+    model_config = settings_config("export")
+
+    precision: Precision = "auto"
+    """auto (fp16 when a CUDA provider is available, else int8), fp32, int8 or fp16."""
+    max_length: int = 0
+    """Token limit of the exported encoder; 0 = the model's own (sentence-transformers' max_seq_length)."""
+    int8_target: lower.Int8Target = "this-cpu"
+    """CPU family the int8 weights are chosen for: this-cpu (detected), vnni, avx512, avx2, arm64."""
+    fuse: bool = True
+    """Apply ONNX Runtime's transformer fusions (attention, skip-layer-norm, gelu)."""
+
+
+def resolve_precision(requested: str, available: list[str] | None = None) -> str:
+    """auto -> fp16 with a CUDA provider, else int8; other values unchanged."""
+    if requested not in PRECISIONS:
+        raise InvalidInput(f"unknown precision {requested!r} (choose from {', '.join(PRECISIONS)})")
+    if requested != "auto":
+        return requested
+    available = ort.get_available_providers() if available is None else available
+    return "fp16" if "CUDAExecutionProvider" in available else "int8"
+
+
+def _tool_versions() -> dict[str, str]:
+    versions = {}
+    for name in _TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+        console=console, transient=False,
+    )
+
+
+def _verification_provider(chosen: str) -> str:
+    """int8 and fp32 are for CPU; fp16 is checked on CUDA when there is one."""
+    if chosen == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return "cuda"
+    return "cpu"
+
+
+def export_encoder(
+    model: str | Path,
+    out: str | Path,
+    config: ExportConfig | None = None,
+    gate: VerificationGate | None = None,
+    *,
+    console: Console | None = None,
+) -> dict:
+    """Export, fuse, lower, verify and write the encoder bundle at out; returns the manifest.
+
+    Raises InvalidInput for unusable arguments and GateFailed when the export disagrees with
+    the PyTorch model beyond the gate; in both cases nothing is left at out.
+    """
+    config = config or ExportConfig()
+    gate = gate or VerificationGate()
+    console = console or Console(stderr=True)
+    chosen = resolve_precision(config.precision)
+    source = encoder_graph.inspect_encoder(resolve_model_path(model))
+    max_length = config.max_length or source.default_max_length
+    if not 2 <= max_length <= source.max_length_limit:
+        raise InvalidInput(
+            f"max length {max_length} is outside 2..{source.max_length_limit} for {source.path}")
+    scheme = lower.choose_int8_scheme(config.int8_target) if chosen == "int8" else None
+    source_manifest = _source_manifest(source)
+
+    with BundleWriter(out) as writer, tempfile.TemporaryDirectory() as work_dir, \
+            _progress(console) as progress:
+        work = Path(work_dir)
+        step = progress.add_task(f"export {source.model_type} to ONNX (fp32)", total=None)
+        dim = encoder_graph.export_graph(source, work / "exported.onnx")
+        encoder_graph.write_tokenizer(source, writer.path / TOKENIZER_DIR, max_length)
+        progress.update(step, total=1, completed=1)
+
+        fused: dict[str, int] = {}
+        if config.fuse:
+            step = progress.add_task("fuse transformer ops", total=None)
+            fused = fusion.fuse_transformer(
+                work / "exported.onnx", work / "fused.onnx", model_type=source.model_type,
+                num_heads=source.num_heads, hidden_size=source.hidden_size,
+                for_gpu=chosen == "fp16")
+            progress.update(step, total=1, completed=1)
+        else:
+            shutil.copyfile(work / "exported.onnx", work / "fused.onnx")
+        console.print(f"fusions: {fusion.describe_fusion(fused)}")
+
+        step = progress.add_task(f"lower to {chosen}", total=None)
+        model_path = writer.path / MODEL_FILE
+        quantized, fp32_nodes = {}, None
+        if chosen == "int8":
+            quantized = lower.quantize_int8(work / "fused.onnx", model_path, scheme)
+            console.print(f"int8: {scheme.weight_type} weights for {scheme.target}"
+                          f"{', reduce-range' if scheme.reduce_range else ''} ({scheme.reason})")
+        elif chosen == "fp16":
+            fp32_nodes = lower.convert_fp16(work / "fused.onnx", model_path)
+        else:
+            shutil.copyfile(work / "fused.onnx", model_path)
+        progress.update(step, total=1, completed=1)
+
+        probes = build_probe_set(writer.path / TOKENIZER_DIR, max_length)
+        texts = [p.text for p in probes]
+        step = progress.add_task("reference vectors (PyTorch fp32)", total=len(texts))
+        reference = reference_embeddings(
+            source, texts, max_length, on_batch=lambda n: progress.advance(step, n))
+        runtime = EncoderRuntime(model_path, RuntimeConfig(provider=_verification_provider(chosen)))
+        step = progress.add_task(f"export's vectors ({runtime.provider})", total=len(texts))
+        candidate = embed_texts(
+            runtime, TextTokenizer(writer.path / TOKENIZER_DIR, max_length), texts,
+            on_batch=lambda n: progress.advance(step, n))
+        input_names, runtime_provider = list(runtime.input_names), runtime.provider
+        del runtime
+
+        agreement = measure_agreement(reference, candidate, [p.kind for p in probes])
+        minimums = gate.minimums(chosen)
+        failures = gate_failures(agreement, minimums)
+        progress.stop()
+        console.print(agreement_table(
+            agreement, minimums, f"verification: {chosen} vs PyTorch fp32, {len(texts)} probes"))
+        if chosen == "fp16" and runtime_provider != "CUDAExecutionProvider":
+            console.print("[yellow]note: fp16 was verified on the CPU provider, which computes "
+                          "most ops in fp32: this checks the fp16 weights, not GPU fp16 arithmetic")
+        if failures:
+            raise GateFailed(f"{chosen} export failed the verification gate: " + "; ".join(failures))
+
+        manifest = {"encoder": {
+            "model_file": MODEL_FILE,
+            "tokenizer_dir": TOKENIZER_DIR,
+            "inputs": input_names,
+            "output": encoder_graph.OUTPUT,
+            "dim": dim,
+            "max_length": max_length,
+            "pooling": source.pooling,
+            "normalized": True,
+            "normalization": "model" if source.normalizes else "added at export",
+            "precision": chosen,
+            "quantization": scheme.to_manifest() if scheme else None,
+            "quantized_ops": quantized,
+            "fp16_fp32_nodes": fp32_nodes,
+            "fusion": fused,
+            "source": source_manifest,
+            "verification": {
+                **agreement.to_manifest(), "gate": minimums, "passed": True,
+                "provider": runtime_provider,
+                "reference": "PyTorch fp32 on CPU",
+            },
+            "tool_versions": _tool_versions(),
+        }}
+        return writer.commit(manifest)
+
+
+def _source_manifest(source: encoder_graph.EncoderSource) -> dict:
+    digest, files = encoder_graph.weights_digest(source.path)
+    return {
+        "path": str(source.path), "library": source.library, "model_type": source.model_type,
+        "weights_sha256": digest, "weight_files": files,
+    }
