@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="load processes (default: CPUs available, at most 8)")
     parser.add_argument("--max-in-flight", type=int, default=10_000,
                         help="cap on outstanding calls; sends held back are counted late")
+    parser.add_argument("--late-ms", type=float, default=LATE_SEND_MS,
+                        help="a send this far behind schedule counts as late (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of arrivals and request draws")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")
     parser.add_argument("--out", required=True, help="folder for report.json, records and plots")
@@ -130,7 +132,8 @@ class PhaseRunner:
             self.progress.console.log(f"{name}: sent {sent}, done {done}, errors {errors}")
         phase = summarize_phase(outcome.records, name=name, mode=mode, duration_s=duration_s,
                                 workers=outcome.workers_used, worker_cpu_s=outcome.worker_cpu_s,
-                                offered_rate=rate, concurrency=concurrency)
+                                offered_rate=rate, concurrency=concurrency,
+                                late_send_ms=self.args.late_ms)
         if keep:
             self.phases.append(phase)
             self.records[name] = outcome.records
@@ -156,6 +159,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise ValueError("--concurrency must be at least 1")
     if args.duration <= 0 or args.warmup < 0 or args.deadline_ms <= 0:
         raise ValueError("--duration and --deadline-ms must be positive, --warmup not negative")
+    if args.late_ms <= 0:
+        raise ValueError("--late-ms must be positive")
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be at least 1")
 
@@ -199,7 +204,7 @@ def _report(args, options, server, workload, runner: PhaseRunner, ramp, workers,
         "server": server,
         "workload": workload.summary(),
         "generator": {"workers": workers, "cpus_available": len(os.sched_getaffinity(0)),
-                      "late_send_ms": LATE_SEND_MS, "connected": connected},
+                      "late_send_ms": args.late_ms, "connected": connected},
         "phases": runner.phases,
         "warnings": [w for p in runner.phases for w in p["warnings"]],
         "files": files,

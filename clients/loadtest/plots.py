@@ -86,7 +86,7 @@ def plot_ramp(ramp: dict, path: Path) -> Path:
     lat.set_ylabel("latency (ms, from scheduled send)")
     lat.legend(fontsize=8)
     thr.plot(offered, offered, color="lightgray", ls="--", label="offered")
-    thr.plot(offered, [s["sent_rate"] for s in steps], marker="o", color="tab:gray", label="sent on time")
+    thr.plot(offered, [s["sent_rate"] for s in steps], marker="o", color="tab:gray", label="sent within the step")
     thr.plot(offered, [s["throughput_ok"] for s in steps], marker="o", color="tab:blue", label="OK/s")
     thr.set_xlabel("offered rate (requests/s)")
     thr.set_ylabel("requests/s")

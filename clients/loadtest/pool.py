@@ -117,6 +117,9 @@ class WorkerPool:
 
     def _check_alive(self) -> None:
         dead = [p.pid for p in self._processes if not p.is_alive()]
+        for conn, process in zip(self._conns, self._processes):
+            if not process.is_alive() and conn.poll():
+                self._receive(conn, "records", 0)  # raises with the worker's own traceback
         if dead:
             raise LoadtestError(f"load worker process(es) {dead} exited during the phase")
 

@@ -18,7 +18,7 @@ from clients.loadtest.workload import KINDS
 
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 99.9}
 LATE_SEND_MS = 10.0
-"""A send this far behind its scheduled time counts as late."""
+"""Default: a send this far behind its scheduled time counts as late (--late-ms)."""
 MAX_LATE_SHARE = 0.05
 """More late sends than this share means the generator could not keep the offered rate."""
 MIN_SENT_SHARE = 0.95
@@ -78,11 +78,11 @@ def timeline(records: CallRecords, duration_s: float) -> dict:
 
 def summarize_phase(records: CallRecords, *, name: str, mode: str, duration_s: float,
                     workers: int, worker_cpu_s: list[float], offered_rate: float | None = None,
-                    concurrency: int | None = None) -> dict:
+                    concurrency: int | None = None, late_send_ms: float = LATE_SEND_MS) -> dict:
     n = len(records)
     ok = records.ok
     sent_in_window = int((records.sent <= duration_s).sum())
-    late = records.lateness * 1000.0 > LATE_SEND_MS
+    late = records.lateness * 1000.0 > late_send_ms
     phase = {
         "name": name,
         "mode": mode,
@@ -97,6 +97,7 @@ def summarize_phase(records: CallRecords, *, name: str, mode: str, duration_s: f
         "scheduled_rate": round(n / duration_s, 2) if mode == "open" else None,
         "sent_rate": round(sent_in_window / duration_s, 2),
         "throughput_ok": round(int((ok & (records.done <= duration_s)).sum()) / duration_s, 2),
+        "late_send_ms": late_send_ms,
         "late_sends": int(late.sum()) if mode == "open" else 0,
         "lateness_ms": percentiles_ms(records.lateness) if mode == "open" else None,
         "latency_ms": percentiles_ms(records.latency[ok]),
@@ -122,12 +123,12 @@ def phase_warnings(phase: dict) -> list[str]:
             f"OFFERED RATE NOT ACHIEVED in phase {phase['name']}: offered {phase['offered_rate']:g}/s "
             f"({phase['scheduled_rate']:g}/s scheduled), the load generator sent "
             f"{phase['sent_rate']:g}/s within the phase; {phase['late_sends']} of {phase['calls']} "
-            f"sends were over {LATE_SEND_MS:g} ms late (max {phase['lateness_ms']['max']:.0f} ms). "
+            f"sends were over {phase['late_send_ms']:g} ms late (max {phase['lateness_ms']['max']:.0f} ms). "
             "Latencies include that delay; add --workers, or run the generator on other cores.")
     elif phase["mode"] == "open" and phase["late_sends"]:
         notes.append(
-            f"{phase['name']}: {phase['late_sends']} sends ({phase['late_share']:.1%}) were over "
-            f"{LATE_SEND_MS:g} ms late (max {phase['lateness_ms']['max']:.0f} ms): the generator or "
+            f"{phase['name']}: {phase['late_sends']} send(s) ({phase['late_share']:.1%}) over "
+            f"{phase['late_send_ms']:g} ms late (max {phase['lateness_ms']['max']:.0f} ms): the generator or "
             "the machine stalled briefly; those latencies include the stall.")
     if phase["calls"] and phase["ok"] == 0:
         notes.append(f"{phase['name']}: no call succeeded ({phase['errors_by_code']}).")
