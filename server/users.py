@@ -69,3 +69,18 @@ class UserHistories:
         else:
             self._live[user_id].append((label, timestamp))
             self._disliked.get(user_id, set()).discard(label)
+
+    # ---- snapshots of the live overlay (server/live/snapshot.py) ---------------------------
+
+    def live_overlay(self) -> dict[str, dict[str, list]]:
+        """user -> {"events": [[label, ts], ...], "disliked": [label, ...]} recorded live."""
+        users = set(self._live) | set(self._disliked)
+        return {u: {"events": [list(e) for e in self._live.get(u, ())],
+                    "disliked": sorted(self._disliked.get(u, ()))} for u in users}
+
+    def restore_live_overlay(self, overlay: dict[str, dict[str, list]]) -> None:
+        for user, state in overlay.items():
+            if state["events"]:
+                self._live[user].extend((int(label), float(ts)) for label, ts in state["events"])
+            if state["disliked"]:
+                self._disliked[user].update(int(label) for label in state["disliked"])

@@ -34,6 +34,27 @@ class VectorIndex:
         self.live_count = int(count)
         index.set_ef(default_ef)
 
+    def load_parts(self, index: hnswlib.Index, vectors: np.ndarray, present: np.ndarray) -> None:
+        """Replace everything (restoring a snapshot: hnswlib cannot return deleted items'
+        vectors, so the dense copy comes with it)."""
+        index.set_ef(self.default_ef)
+        with self.lock.write():
+            self.index = index
+            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self.present = np.asarray(present, dtype=bool).copy()
+            self.live_count = int(self.present.sum())
+
+    def replace_graph(self, index: hnswlib.Index) -> None:
+        """Swap in another hnswlib index over the same labels (a compacted rebuild)."""
+        index.set_ef(self.default_ef)
+        with self.lock.write():
+            self.index = index
+
+    @property
+    def deleted_count(self) -> int:
+        """Items hnswlib still stores (and traverses) although they are deleted."""
+        return max(0, self.index.get_current_count() - self.live_count)
+
     @property
     def size(self) -> int:
         """Items that can be returned (added and not deleted)."""

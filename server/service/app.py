@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,35 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class InFlightCalls:
+    """Counts admitted calls so a drain can wait for them itself.
+
+    grpc.aio's stop(grace) stops waiting as soon as any handler has aborted (grpc/grpc#37239),
+    and a drain aborts every new call, so the grace period is enforced here instead.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
 
 class ServerConfig(RecserveSettings):
@@ -74,6 +104,7 @@ class RecserveServer:
         self.metrics = ServerMetrics()
         self.state: ServingState | None = None
         self.draining = False
+        self.in_flight = InFlightCalls()
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
@@ -129,7 +160,11 @@ class RecserveServer:
         """SIGTERM: NOT_SERVING at once, refuse new calls, let in-flight calls finish, stop."""
         self.draining = True
         await self.health.enter_graceful_shutdown()
-        await self.stop(self.config.grace_period_s if grace is None else grace)
+        grace = self.config.grace_period_s if grace is None else grace
+        started = time.monotonic()
+        if not await self.in_flight.wait_idle(grace):
+            log.warning("%d calls still running after the %.1fs grace period", self.in_flight.count, grace)
+        await self.stop(max(0.0, grace - (time.monotonic() - started)))
 
     async def stop(self, grace: float | None = 0) -> None:
         await self.grpc.stop(grace)

@@ -35,8 +35,11 @@ def _rpc(method: str):
         async def call(self: "RecommenderServicer", request, context: grpc.aio.ServicerContext):
             started = time.perf_counter()
             code = "OK"
+            admitted = False
             try:
                 state = self._admit(context)
+                self.server.in_flight.enter()
+                admitted = True
                 remaining = context.time_remaining()
                 deadline = None if remaining is None else time.monotonic() + remaining
                 return await handler(self, state, request, deadline)
@@ -45,8 +48,14 @@ def _rpc(method: str):
                 if not isinstance(exc, RecserveError):
                     log.exception("%s failed", method)
                 code = status.name
-                await context.abort(status, message)
+                # set_code instead of abort(): an aborted handler makes grpc.aio's stop(grace)
+                # stop waiting for the other in-flight calls (grpc/grpc#37239).
+                context.set_code(status)
+                context.set_details(message)
+                return None
             finally:
+                if admitted:
+                    self.server.in_flight.leave()
                 self._record(method, code, time.perf_counter() - started)
 
         return call

@@ -1,0 +1,174 @@
+"""Snapshots of the live state: the index and counters as of one applied sequence number.
+
+A snapshot is a folder `snapshot-<seq>` in the live directory:
+
+    index.hnsw        the served hnswlib index (live items added, deleted ones marked)
+    vectors.npy       the dense vector copy (hnswlib cannot return deleted items' vectors)
+    present.npy       which labels can be returned
+    popularity.npy    raw live popularity counts (server/live/counters.py)
+    cooccurrence.npz  raw live co-occurrence counts
+    state.json        seq, bundle version, encoder fingerprint, live items, live user
+                      histories, and the sha256 of every other file (written last)
+
+It is written into a temporary sibling, every file fsync'd, then renamed into place and the
+directory fsync'd: a crash leaves either the whole snapshot or none. A snapshot is valid only
+for the bundle version and encoder it was taken on, and only if its checksums match; on start
+the newest valid one is loaded and the log is replayed after its seq.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from export.bundle import sha256_file
+from export.hnsw_index import load_index
+from server.live.live_state import LiveState
+from server.live.wal import fsync_dir
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+STATE_FILE = "state.json"
+_NAME = re.compile(r"^snapshot-(\d+)$")
+_HEADROOM = 1.25
+
+
+@dataclass
+class SnapshotDraft:
+    """A snapshot captured in memory (and its index saved) but not yet durable."""
+
+    folder: Path
+    seq: int
+    arrays: dict[str, Any]
+    state: dict[str, Any]
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def save_index(live: LiveState, path: Path) -> None:
+    """Save the served hnswlib index (under its read lock: no add may run during the save)."""
+    index = live.bundle.index
+    with index.lock.read():
+        index.index.save_index(str(path))
+
+
+def capture(live: LiveState, folder: Path) -> SnapshotDraft:
+    """Copy the state the snapshot needs; call with no write applied in between this and
+    `save_index` (the writer does both while it holds writes back)."""
+    popularity, cooccurrence = live.counters.raw_state()
+    index = live.bundle.index
+    arrays = {"vectors": index.vectors[: len(live.bundle.catalog)].copy(),
+              "present": index.present[: len(live.bundle.catalog)].copy(),
+              "popularity": popularity, "cooccurrence": cooccurrence}
+    state = {"format": FORMAT, "seq": live.last_applied, "bundle_version": live.version,
+             "fingerprint": live.fingerprint, "catalog_size": len(live.bundle.catalog),
+             "items": live.items_state(), "users": live.bundle.users.live_overlay()}
+    return SnapshotDraft(folder, live.last_applied, arrays, state)
+
+
+def start_draft(directory: Path, seq: int) -> Path:
+    """An empty temporary folder for the snapshot of seq."""
+    folder = directory / f".snapshot-{seq}.tmp-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def persist(draft: SnapshotDraft, keep: int) -> Path:
+    """Write, fsync and rename the draft into place; prune older snapshots. Returns the path."""
+    folder = draft.folder
+    np.save(folder / "vectors.npy", draft.arrays["vectors"])
+    np.save(folder / "present.npy", draft.arrays["present"])
+    np.save(folder / "popularity.npy", draft.arrays["popularity"])
+    sp.save_npz(folder / "cooccurrence.npz", draft.arrays["cooccurrence"].tocsr(), compressed=False)
+    files = sorted(p.name for p in folder.iterdir())
+    for name in files:
+        _fsync_file(folder / name)
+    state = dict(draft.state, files={name: sha256_file(folder / name) for name in files})
+    (folder / STATE_FILE).write_text(json.dumps(state))
+    _fsync_file(folder / STATE_FILE)
+    fsync_dir(folder)
+    final = folder.parent / f"snapshot-{draft.seq:012d}"
+    if final.exists():  # the same seq snapshotted again (nothing applied since): replace it
+        shutil.rmtree(final)
+    os.rename(folder, final)
+    fsync_dir(folder.parent)
+    prune(folder.parent, keep)
+    return final
+
+
+def snapshots(directory: Path) -> list[tuple[int, Path]]:
+    """(seq, path) of every snapshot folder, newest first."""
+    found = []
+    for path in directory.iterdir() if directory.is_dir() else ():
+        match = _NAME.match(path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    return sorted(found, reverse=True)
+
+
+def prune(directory: Path, keep: int) -> None:
+    for _, path in snapshots(directory)[max(keep, 1):]:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in directory.glob(".snapshot-*.tmp-*"):
+        if path.is_dir() and not path.name.endswith(f".tmp-{os.getpid()}"):
+            shutil.rmtree(path, ignore_errors=True)  # left by a crash during a snapshot
+
+
+def read_valid(path: Path, bundle_version: str, fingerprint: str) -> dict | None:
+    """The snapshot's state.json if it is complete, intact and for this bundle; else None."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("snapshot %s is unreadable (%s): ignored", path.name, exc)
+        return None
+    if state.get("format") != FORMAT or state.get("bundle_version") != bundle_version \
+            or state.get("fingerprint") != fingerprint:
+        log.info("snapshot %s is for bundle %s, not %s: ignored", path.name,
+                 state.get("bundle_version"), bundle_version)
+        return None
+    for name, digest in (state.get("files") or {}).items():
+        if not (path / name).is_file() or sha256_file(path / name) != digest:
+            log.warning("snapshot %s: %s fails its checksum: ignored", path.name, name)
+            return None
+    return state
+
+
+def newest_valid(directory: Path, bundle_version: str, fingerprint: str) -> tuple[Path, dict] | None:
+    for _, path in snapshots(directory):
+        state = read_valid(path, bundle_version, fingerprint)
+        if state is not None:
+            return path, state
+    return None
+
+
+def restore(live: LiveState, path: Path, state: dict) -> None:
+    """Load a valid snapshot onto a freshly loaded bundle (before it serves)."""
+    bundle = live.bundle
+    if state["catalog_size"] < live.bundle_count:
+        raise ValueError(f"snapshot {path.name} has fewer items than the bundle")
+    live.restore_items(state["items"])
+    if len(bundle.catalog) != state["catalog_size"]:
+        raise ValueError(f"snapshot {path.name}: {len(bundle.catalog)} items restored, "
+                         f"{state['catalog_size']} recorded")
+    vectors = np.load(path / "vectors.npy")
+    present = np.load(path / "present.npy")
+    graph = load_index(path / "index.hnsw", dim=bundle.index.dim, ef=bundle.index.default_ef,
+                       max_elements=int(len(vectors) * _HEADROOM) + 16)
+    bundle.index.load_parts(graph, vectors, present)
+    bundle.users.restore_live_overlay(state["users"])
+    live.counters.restore(np.load(path / "popularity.npy"), sp.load_npz(path / "cooccurrence.npz"))
+    live.last_applied = int(state["seq"])
