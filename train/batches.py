@@ -1,0 +1,39 @@
+"""Batches for in-batch-negative training: no target item twice in one batch.
+
+With in-batch negatives every other pair's positive is a negative for this pair; if two
+pairs of a batch share their target (a popular item), each is pushed away from its own
+answer. Batches are filled greedily from the shuffled pairs, deferring a pair whose target
+is already in the batch (what sentence-transformers' NoDuplicatesBatchSampler does).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from train.pairs import Pair
+
+
+def distinct_target_batches(pairs: Sequence[Pair], batch_size: int) -> list[list[Pair]]:
+    """Consecutive batches of at most batch_size pairs with pairwise distinct targets.
+
+    Every pair is used, except a last batch of one pair (it has nothing to contrast with).
+    """
+    if batch_size < 2:
+        raise ValueError("in-batch negatives need a batch size of at least 2")
+    # An insertion-ordered dict: removal is O(1) and a scan only visits pairs still waiting,
+    # so the cost is the pairs used plus the few deferred duplicates, not quadratic.
+    remaining = dict(enumerate(pairs))
+    batches: list[list[Pair]] = []
+    while remaining:
+        chosen: list[int] = []
+        targets: set[int] = set()
+        for position, pair in remaining.items():
+            if pair.target not in targets:
+                chosen.append(position)
+                targets.add(pair.target)
+                if len(chosen) == batch_size:
+                    break
+        if len(chosen) < 2:
+            break
+        batches.append([remaining.pop(position) for position in chosen])
+    return batches

@@ -1,0 +1,116 @@
+"""Time-based split and (recent history -> next item) training pairs.
+
+The split is by time, not by user: everything before `cutoff` is the past the model may
+learn from; the validation period starts at `cutoff`, so a validation target is always
+later than every training event and the model is measured on a future it never saw.
+
+A pair is one event (the target) of a user and the user's distinct items before it, newest
+first. The query text is the item texts of the newest `query_items` of them; a target that
+is already in the history window is skipped (a query that contains the answer teaches
+copying, not recommending).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from export.errors import InvalidInput
+from train.data import EventSequences
+
+QUERY_SEPARATOR = " || "  # between history items; distinct from the template's " | " and "; "
+
+
+@dataclass(frozen=True)
+class Pair:
+    user: int
+    history: tuple[int, ...]  # distinct item labels before the target, newest first
+    query_items: int          # how many of `history` make the query text
+    target: int               # item label of the next item
+    timestamp: float          # the target event's time
+
+    @property
+    def window(self) -> tuple[int, ...]:
+        return self.history[: self.query_items]
+
+
+def validation_cutoff(events: EventSequences, validation_fraction: float) -> float:
+    """The time from which the last `validation_fraction` of events lie (the split point)."""
+    if not 0 < validation_fraction < 1:
+        raise InvalidInput(f"validation fraction must be in (0, 1), not {validation_fraction}")
+    stamps = np.sort(events.timestamps)
+    cutoff = float(stamps[min(len(stamps) - 1, int(len(stamps) * (1 - validation_fraction)))])
+    if cutoff <= stamps[0]:
+        raise InvalidInput("all interactions share one time; a time-based split is impossible")
+    return cutoff
+
+
+def query_text(pair: Pair, item_texts: Sequence[str]) -> str:
+    """The query side: the texts of the pair's history window, newest first (truncation
+    at the model's max length drops the oldest)."""
+    return QUERY_SEPARATOR.join(item_texts[label] for label in pair.window)
+
+
+def _history_before(labels: np.ndarray, i: int, cap: int) -> tuple[int, ...]:
+    """Distinct labels before position i, newest first, at most cap of them."""
+    seen: dict[int, None] = {}
+    for label in labels[i - 1:: -1].tolist() if i > 0 else ():
+        if label not in seen:
+            seen[label] = None
+            if len(seen) == cap:
+                break
+    return tuple(seen)
+
+
+def build_pairs(
+    events: EventSequences,
+    *,
+    start: float = -math.inf,
+    end: float = math.inf,
+    history_items: int,
+    history_cap: int | None = None,
+    per_user: int,
+    rng: np.random.Generator,
+    random_query_length: bool,
+) -> list[Pair]:
+    """Pairs whose target time lies in [start, end), at most per_user per user, shuffled.
+
+    history_cap (default history_items) keeps a longer history than the query uses (the
+    validation's item-vector query needs it). random_query_length draws each query's length
+    from 1..history_items, so one-item queries (item -> next item, the way the server's
+    item vectors are used) are trained alongside longer histories.
+    """
+    cap = max(history_cap or history_items, history_items)
+    pairs: list[Pair] = []
+    for u in range(len(events.user_ids)):
+        labels, stamps = events.user_events(u)
+        candidates = np.flatnonzero((stamps >= start) & (stamps < end))
+        candidates = candidates[candidates > 0]
+        taken = 0
+        for i in rng.permutation(candidates).tolist():
+            if taken == per_user:
+                break
+            history = _history_before(labels, i, cap)
+            window = min(history_items, len(history))
+            if int(labels[i]) in history[:window]:
+                continue
+            length = int(rng.integers(1, window + 1)) if random_query_length else window
+            pairs.append(Pair(u, history, length, int(labels[i]), float(stamps[i])))
+            taken += 1
+    order = rng.permutation(len(pairs))
+    return [pairs[k] for k in order]
+
+
+def epoch_slice(pool: Sequence[Pair], epoch: int, pairs_per_epoch: int) -> list[Pair]:
+    """The pairs of one epoch: consecutive slices of the shuffled pool, wrapping around,
+    so no pair repeats until the pool is used up."""
+    if pairs_per_epoch <= 0 or pairs_per_epoch >= len(pool):
+        return list(pool)
+    begin = (epoch * pairs_per_epoch) % len(pool)
+    chosen = list(pool[begin: begin + pairs_per_epoch])
+    if len(chosen) < pairs_per_epoch:
+        chosen += pool[: pairs_per_epoch - len(chosen)]
+    return chosen
