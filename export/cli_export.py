@@ -30,14 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML file with [export] and [verification] tables")
 
 
-def _one_line(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or exc.title
-    return f"invalid {exc.title} setting {where}: {error['msg']} (got {error.get('input')!r})"
-
-
 def run(args: argparse.Namespace) -> int:
-    from export.encoder_export import ExportConfig, export_encoder, resolve_precision
+    from export.encoder_export import ExportConfig, export_encoder, one_line, resolve_precision
     from export.settings import load_settings
     from export.verification import VerificationGate
 
@@ -49,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
             int8_target=args.int8_target, fuse=False if args.no_fuse else None)
         gate = load_settings(VerificationGate, args.config)
     except ValidationError as exc:
-        raise InvalidInput(_one_line(exc)) from exc
+        raise InvalidInput(one_line(exc)) from exc
     except (OSError, ValueError) as exc:  # unreadable file, or not TOML
         raise InvalidInput(f"cannot read config file {args.config}: {exc}") from exc
     manifest = export_encoder(args.model, args.out, config, gate)
-    encoder = manifest["encoder"]
-    summary = {key: encoder[key] for key in ("precision", "dim", "max_length", "pooling")}
+    model = manifest["model"]
+    summary = {"precision": manifest["precision"],
+               **{key: model[key] for key in ("dim", "max_length", "pooling")}}
     print(f"exported {args.out}: {json.dumps(summary)}")
     return 0

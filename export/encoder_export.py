@@ -6,13 +6,19 @@ set (verification) -> manifest. Everything is written into a BundleWriter's temp
 directory and renamed into place only after the gate passes, so a failure at any step
 leaves nothing that looks deployable.
 
-The manifest's `encoder` section (other stages read it; the bundle build copies it):
+The manifest it writes (besides format_version, version, created_at and files, which BundleWriter
+adds); the bundle build copies it, less `files`, into the bundle manifest's `encoder`:
 
-    model_file, tokenizer_dir, inputs, output, dim, max_length, pooling, normalized,
-    precision, quantization (int8 scheme or null), fp16_fp32_nodes (fp16 only),
-    fusion {op: count}, source {path, library, model_type, weights_sha256, weight_files},
-    verification {probes, mean_cosine, p1_cosine, min_cosine, max_abs_diff, overlap_at_10,
-                  by_kind, gate {metric: minimum}, passed, provider, reference},
+    model {file, tokenizer, inputs, output, dim, max_length, pooling, normalized,
+           source (model folder), sha256 (of its weights), weight_files, library, model_type}
+    precision            "fp32" | "int8" | "fp16"
+    quantization         the int8 scheme (target CPU, weight type, reduce_range, ...) or null
+    quantized_ops        {MatMulInteger: n, QAttention: n} for int8
+    fp16_fp32_nodes      nodes kept in fp32 (pooling tail) for fp16
+    fusion               {fused op: count}
+    verification         {probes, mean_cosine, p1_cosine, min_cosine, max_abs_diff,
+                          overlap_at_10, by_kind, gate {metric: minimum}, passed, provider,
+                          reference}
     tool_versions
 """
 
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 import onnxruntime as ort
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -35,7 +42,7 @@ from export.errors import InvalidInput
 from export.onnx_export import resolve_model_path
 from export.probes import build_probe_set
 from export.runtime import EncoderRuntime, RuntimeConfig
-from export.settings import RecserveSettings, settings_config
+from export.settings import RecserveSettings, load_settings, settings_config
 from export.tokenization import TextTokenizer
 from export.verification import (
     GateFailed, VerificationGate, agreement_table, gate_failures, measure_agreement,
@@ -60,6 +67,13 @@ class ExportConfig(RecserveSettings):
     """CPU family the int8 weights are chosen for: this-cpu (detected), vnni, avx512, avx2, arm64."""
     fuse: bool = True
     """Apply ONNX Runtime's transformer fusions (attention, skip-layer-norm, gelu)."""
+
+
+def one_line(exc: ValidationError) -> str:
+    """A settings validation error as one readable line."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or exc.title
+    return f"invalid {exc.title} setting {where}: {error['msg']} (got {error.get('input')!r})"
 
 
 def resolve_precision(requested: str, available: list[str] | None = None) -> str:
@@ -104,14 +118,22 @@ def export_encoder(
     gate: VerificationGate | None = None,
     *,
     console: Console | None = None,
+    **overrides,
 ) -> dict:
     """Export, fuse, lower, verify and write the encoder bundle at out; returns the manifest.
 
-    Raises InvalidInput for unusable arguments and GateFailed when the export disagrees with
-    the PyTorch model beyond the gate; in both cases nothing is left at out.
+    `overrides` set ExportConfig fields (`precision="int8"`). Raises InvalidInput for
+    unusable arguments and GateFailed when the export disagrees with the PyTorch model
+    beyond the gate; in both cases nothing is left at out.
     """
-    config = config or ExportConfig()
-    gate = gate or VerificationGate()
+    try:
+        if config is None:
+            config = load_settings(ExportConfig, **overrides)
+        elif overrides:
+            config = ExportConfig(**{**config.model_dump(), **overrides})
+        gate = gate or load_settings(VerificationGate)
+    except ValidationError as exc:
+        raise InvalidInput(one_line(exc)) from exc
     console = console or Console(stderr=True)
     chosen = resolve_precision(config.precision)
     source = encoder_graph.inspect_encoder(resolve_model_path(model))
@@ -180,35 +202,36 @@ def export_encoder(
         if failures:
             raise GateFailed(f"{chosen} export failed the verification gate: " + "; ".join(failures))
 
-        manifest = {"encoder": {
-            "model_file": MODEL_FILE,
-            "tokenizer_dir": TOKENIZER_DIR,
-            "inputs": input_names,
-            "output": encoder_graph.OUTPUT,
-            "dim": dim,
-            "max_length": max_length,
-            "pooling": source.pooling,
-            "normalized": True,
-            "normalization": "model" if source.normalizes else "added at export",
+        manifest = {
+            "model": {
+                "file": MODEL_FILE,
+                "tokenizer": TOKENIZER_DIR,
+                "inputs": input_names,
+                "output": encoder_graph.OUTPUT,
+                "dim": dim,
+                "max_length": max_length,
+                "pooling": source.pooling,
+                "normalized": "by the model" if source.normalizes else "added at export",
+                **source_manifest,
+            },
             "precision": chosen,
             "quantization": scheme.to_manifest() if scheme else None,
             "quantized_ops": quantized,
             "fp16_fp32_nodes": fp32_nodes,
             "fusion": fused,
-            "source": source_manifest,
             "verification": {
                 **agreement.to_manifest(), "gate": minimums, "passed": True,
-                "provider": runtime_provider,
-                "reference": "PyTorch fp32 on CPU",
+                "provider": runtime_provider, "reference": "PyTorch fp32 on CPU",
             },
             "tool_versions": _tool_versions(),
-        }}
+        }
         return writer.commit(manifest)
 
 
 def _source_manifest(source: encoder_graph.EncoderSource) -> dict:
+    """Provenance: `source` is the model folder, `sha256` the digest of its weights."""
     digest, files = encoder_graph.weights_digest(source.path)
     return {
-        "path": str(source.path), "library": source.library, "model_type": source.model_type,
-        "weights_sha256": digest, "weight_files": files,
+        "source": str(source.path), "sha256": digest, "weight_files": files,
+        "library": source.library, "model_type": source.model_type,
     }

@@ -65,9 +65,14 @@ def _st_pooling(path: Path, modules: list[dict]) -> str:
     pooling = [m for m in modules if m.get("type", "").endswith("Pooling")]
     if not pooling:
         raise InvalidInput(f"{path} is a sentence-transformers folder without a Pooling module")
-    config = json.loads((path / pooling[0]["path"] / "config.json").read_text())
+    config = _json(path / pooling[0]["path"] / "config.json")
+    if "pooling_mode" in config:  # sentence-transformers >= 5: "cls" or ["mean", "max"]
+        mode = config["pooling_mode"]
+        return "+".join(mode) if isinstance(mode, list) else str(mode)
     modes = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
-    return "+".join(modes) or "mean"
+    if not modes:
+        raise InvalidInput(f"{path}: cannot tell the pooling mode from {pooling[0]['path']}/config.json")
+    return "+".join(modes)
 
 
 def _json(path: Path) -> dict:
