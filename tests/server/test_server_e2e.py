@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import urllib.request
 
 import grpc
@@ -146,16 +147,22 @@ async def test_overload_is_refused_at_once_with_resource_exhausted(small_bundle)
     configs = AllConfigs(server=ServerConfig(metrics_port=-1),
                          batcher=BatcherConfig(max_queue=2, max_batch_size=1, max_wait_us=0, cache_size=0))
     server, port = await create_server(small_bundle, "127.0.0.1:0", configs)
+    runtime = server.state.bundle.backend.runtime
+    real_run, gate = runtime.run, threading.Event()
+    runtime.run = lambda feeds: (gate.wait(10), real_run(feeds))[1]  # inference stalls until released
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = recommender_pb2_grpc.RecommenderStub(channel)
-            calls = [stub.Recommend(pb.RecommendRequest(query=f"distinct query {i} " * 20, k=3))
-                     for i in range(60)]
+            calls = [asyncio.ensure_future(stub.Recommend(pb.RecommendRequest(query=f"query {i}", k=3)))
+                     for i in range(12)]
+            done, _ = await asyncio.wait(calls, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+            # refused at once, while inference is still stalled
+            assert done and all(c.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in done)
+            gate.set()
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
         codes = [o.code() for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
-        assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
-        assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
-        assert any(isinstance(o, pb.RecommendResponse) for o in outcomes)
+        assert set(codes) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert sum(isinstance(o, pb.RecommendResponse) for o in outcomes) >= 2
     finally:
         await server.stop()
 
