@@ -1,0 +1,180 @@
+"""End-to-end Recommend throughput against the raw encoder limit, in one run.
+
+    python bench/serve.py [--bundle DIR] [--duration 10] [--out bench/out/serve]
+
+1. The limit: the bundle's raw ONNX encoder, one intra-op thread, pinned to core 0, over
+   pre-tokenised batches of the same product-name queries, at each batch size; the best
+   sentences/s is the limit.
+2. Pinned: `recserve serve` pinned to core 0 (one ORT thread), `recserve loadtest` pinned to
+   core 1 (separate processes), text queries, k=10, reranking on, query cache off (every
+   query is encoded: a cache hit would beat the encoder limit and prove nothing). Closed
+   loop at rising concurrency finds the maximum throughput; an open-loop run at 70% of it
+   gives p50/p99 under load.
+3. Unpinned: the same on both cores, ORT threads = usable CPUs.
+Writes results.json and prints a Markdown table for docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def workload_texts(limit: int = 2000) -> list[str]:
+    from clients.loadtest.workload import default_workload
+
+    texts = [r.query for r in default_workload().requests if r.query and not r.user_id and not r.history]
+    return texts[:limit]
+
+
+def encoder_limit(bundle: Path, texts: list[str], batch_sizes=(1, 8, 16, 32, 64, 128)) -> dict:
+    """Run in a child pinned to core 0: sentences/s of the raw encoder per batch size."""
+    code = f"""
+import json, os, sys, time
+sys.path.insert(0, {str(REPO)!r})
+os.sched_setaffinity(0, {{0}})
+from export.runtime import EncoderRuntime, RuntimeConfig
+from export.tokenization import TextTokenizer, pad_batch, plan_batches
+from server.served_bundle import encoder_max_length
+from export.bundle import read_manifest
+bundle = {str(bundle)!r}
+texts = json.loads(sys.stdin.read())
+runtime = EncoderRuntime(bundle + "/model.onnx", RuntimeConfig(provider="cpu", intra_op_threads=1))
+tokenizer = TextTokenizer(bundle + "/tokenizer", encoder_max_length(read_manifest(bundle, verify=False)))
+ids = tokenizer.encode(texts)
+out = {{}}
+for size in {list(batch_sizes)!r}:
+    batches = [(
+        pad_batch([ids[p] for p in pos], seq, tokenizer.pad_id))
+        for pos, seq in plan_batches([len(i) for i in ids], 1 << 30, size)]
+    for feeds in batches[:3]:
+        runtime.run(feeds)
+    rates = []
+    for _ in range(3):
+        start = time.perf_counter(); done = 0
+        for feeds in batches:
+            runtime.run(feeds); done += len(feeds["input_ids"])
+        rates.append(done / (time.perf_counter() - start))
+    out[size] = sorted(rates)[1]
+print(json.dumps(out))
+"""
+    result = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), capture_output=True,
+                            text=True, check=True)
+    per_size = {int(k): v for k, v in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    best = max(per_size, key=per_size.get)
+    return {"sentences_per_s_by_batch": per_size, "best_batch": best, "limit": per_size[best]}
+
+
+def start_server(bundle: Path, port: int, pinned: bool) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RECSERVE_BATCHER_CACHE_SIZE": "0"}
+    cmd = [sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
+           "--port", str(port), "--metrics-port", "-1", "--log-level", "WARNING"]
+    if pinned:
+        cmd = ["taskset", "-c", "0", *cmd, "--threads", "1"]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in process.stdout:
+        if re.search(r"serving bundle", line):
+            return process
+    raise RuntimeError(f"server did not start (rc={process.wait()})")
+
+
+def loadtest(target: str, out: Path, pinned: bool, duration: float, *, concurrency: int | None = None,
+             rate: float | None = None) -> dict:
+    mode = ["--concurrency", str(concurrency)] if concurrency else ["--rate", f"{rate:.1f}"]
+    cmd = [sys.executable, "-m", "clients.cli", "loadtest", "--target", target, *mode,
+           "--duration", str(duration), "--warmup", "2", "--mix", "text=1", "--workers", "1",
+           "--no-progress", "--out", str(out), "--deadline-ms", "5000"]
+    if pinned:
+        cmd = ["taskset", "-c", "1", *cmd]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    report = json.loads((out / "report.json").read_text())
+    return report["phases"][-1] if "phases" in report else report
+
+
+def measure_server(bundle: Path, out: Path, pinned: bool, duration: float, port: int) -> dict:
+    label = "pinned" if pinned else "unpinned"
+    server = start_server(bundle, port, pinned)
+    target = f"127.0.0.1:{port}"
+    try:
+        closed = {}
+        for concurrency in (16, 32, 64, 128):
+            phase = loadtest(target, out / f"{label}-c{concurrency}", pinned, duration, concurrency=concurrency)
+            closed[concurrency] = {"throughput": phase["throughput_ok"], "p50_ms": phase["latency_ms"]["p50"],
+                                   "p99_ms": phase["latency_ms"]["p99"], "errors": phase["errors"]}
+        best = max(closed, key=lambda c: closed[c]["throughput"])
+        max_rps = closed[best]["throughput"]
+        phase = loadtest(target, out / f"{label}-open70", pinned, duration, rate=0.7 * max_rps)
+        open70 = {"offered": round(0.7 * max_rps, 1), "throughput": phase["throughput_ok"],
+                  "p50_ms": phase["latency_ms"]["p50"], "p99_ms": phase["latency_ms"]["p99"],
+                  "errors": phase["errors"], "generator_kept_up": phase.get("generator_kept_up"),
+                  "server_timings_ms": phase.get("server_timings_ms")}
+        return {"closed_loop": closed, "max_throughput": max_rps, "best_concurrency": best, "open_70": open70}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", help="bundle to serve (default: the default demo bundle)")
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--out", default=str(REPO / "bench" / "out" / "serve"))
+    parser.add_argument("--port", type=int, default=50391)
+    parser.add_argument("--skip-unpinned", action="store_true")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.bundle:
+        bundle = Path(args.bundle)
+    else:
+        from server.default_bundle import default_bundle_path
+
+        bundle = default_bundle_path()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = workload_texts()
+    results = {"bundle": str(bundle), "texts": len(texts), "machine": os.uname().nodename,
+               "cpus": len(os.sched_getaffinity(0)), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    results["limit"] = encoder_limit(bundle, texts)
+    results["pinned"] = measure_server(bundle, out, True, args.duration, args.port)
+    if not args.skip_unpinned:
+        results["unpinned"] = measure_server(bundle, out, False, args.duration, args.port + 1)
+    pinned = results["pinned"]
+    results["ratio_to_limit"] = round(pinned["max_throughput"] / results["limit"]["limit"], 3)
+    o = pinned["open_70"]
+    results["p99_over_p50_at_70pct"] = round(o["p99_ms"] / o["p50_ms"], 2) if o["p50_ms"] else None
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    lim = r["limit"]
+    lines = ["| batch | raw int8 encoder, 1 thread, core 0 (sentences/s) |", "|---:|---:|"]
+    lines += [f"| {b} | {v:.0f} |" for b, v in sorted(lim["sentences_per_s_by_batch"].items())]
+    lines += ["", "| setup | concurrency | Recommend/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    for label in ("pinned", "unpinned"):
+        if label not in r:
+            continue
+        for c, v in r[label]["closed_loop"].items():
+            lines.append(f"| {label}, closed loop | {c} | {v['throughput']:.0f} | {v['p50_ms']} | {v['p99_ms']} | {v['errors']} |")
+        o = r[label]["open_70"]
+        lines.append(f"| {label}, open loop at 70% ({o['offered']}/s) | - | {o['throughput']:.0f} | {o['p50_ms']} | {o['p99_ms']} | {o['errors']} |")
+    lines += ["", f"limit (best batch {lim['best_batch']}): {lim['limit']:.0f} sentences/s; "
+              f"pinned max Recommend/s / limit = {r['ratio_to_limit']}; "
+              f"p99/p50 at 70% load = {r['p99_over_p50_at_70pct']}"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
