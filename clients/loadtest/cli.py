@@ -133,7 +133,8 @@ class PhaseRunner:
         phase = summarize_phase(outcome.records, name=name, mode=mode, duration_s=duration_s,
                                 workers=outcome.workers_used, worker_cpu_s=outcome.worker_cpu_s,
                                 offered_rate=rate, concurrency=concurrency,
-                                late_send_ms=self.args.late_ms)
+                                late_send_ms=self.args.late_ms,
+                                error_details=outcome.error_details)
         if keep:
             self.phases.append(phase)
             self.records[name] = outcome.records

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import wait
@@ -30,6 +31,8 @@ class PhaseOutcome:
     records: CallRecords
     worker_cpu_s: list[float]
     workers_used: int
+    error_details: dict[tuple[int, str], int]
+    """(status code number, details text) -> count, over all workers."""
 
 
 def default_worker_count() -> int:
@@ -95,8 +98,11 @@ class WorkerPool:
                 raise LoadtestError("workers did not finish the phase in time")
             self._check_alive()
         parts = [CallRecords(**results[i][1]) for i in range(len(busy))]
+        details: Counter = Counter()
+        for i in range(len(busy)):
+            details.update(results[i][3])
         return PhaseOutcome(CallRecords.concat(parts), [results[i][2] for i in range(len(busy))],
-                            len(busy))
+                            len(busy), dict(details))
 
     def _shares(self, mode: str, rate: float, concurrency: int) -> list[float]:
         """Each busy worker's rate or callers; idle workers are left out (no zero-rate phases)."""

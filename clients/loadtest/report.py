@@ -78,7 +78,8 @@ def timeline(records: CallRecords, duration_s: float) -> dict:
 
 def summarize_phase(records: CallRecords, *, name: str, mode: str, duration_s: float,
                     workers: int, worker_cpu_s: list[float], offered_rate: float | None = None,
-                    concurrency: int | None = None, late_send_ms: float = LATE_SEND_MS) -> dict:
+                    concurrency: int | None = None, late_send_ms: float = LATE_SEND_MS,
+                    error_details: dict[tuple[int, str], int] | None = None) -> dict:
     n = len(records)
     ok = records.ok
     sent_in_window = int((records.sent <= duration_s).sum())
@@ -94,6 +95,7 @@ def summarize_phase(records: CallRecords, *, name: str, mode: str, duration_s: f
         "errors": int(n - ok.sum()),
         "error_rate": round(float((n - ok.sum()) / n), 6) if n else 0.0,
         "errors_by_code": errors_by_code(records),
+        "error_details": _details_by_code(error_details or {}),
         "scheduled_rate": round(n / duration_s, 2) if mode == "open" else None,
         "sent_rate": round(sent_in_window / duration_s, 2),
         "throughput_ok": round(int((ok & (records.done <= duration_s)).sum()) / duration_s, 2),
@@ -108,6 +110,8 @@ def summarize_phase(records: CallRecords, *, name: str, mode: str, duration_s: f
                       "cpu_share": round(sum(worker_cpu_s) / (duration_s * max(workers, 1)), 3)},
         "timeline": timeline(records, duration_s),
     }
+    reported = sum(phase["error_details"].get("CANCELLED", {}).values())
+    phase["cancelled_at_drain"] = max(phase["errors_by_code"].get("CANCELLED", 0) - reported, 0)
     phase["late_share"] = round(phase["late_sends"] / n, 4) if n else 0.0
     phase["generator_kept_up"] = mode != "open" or n == 0 or (
         phase["late_share"] <= MAX_LATE_SHARE and sent_in_window >= MIN_SENT_SHARE * n)
@@ -139,6 +143,14 @@ def phase_warnings(phase: dict) -> list[str]:
         notes.append(f"{phase['name']}: the load workers were {phase['generator']['cpu_share']:.0%} "
                      "busy; the generator may be the bottleneck.")
     return notes
+
+
+def _details_by_code(details: dict[tuple[int, str], int]) -> dict[str, dict[str, int]]:
+    """{"UNAVAILABLE": {"details text": count}}: what the failures said (up to 20 distinct)."""
+    out: dict[str, dict[str, int]] = {}
+    for (code, text), count in sorted(details.items(), key=lambda kv: -kv[1]):
+        out.setdefault(_CODE_NAMES.get(code, str(code)), {})[text or "(no details)"] = count
+    return out
 
 
 def _by_kind(records: CallRecords) -> dict[str, dict]:

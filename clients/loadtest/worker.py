@@ -1,8 +1,8 @@
 """One load-generator process: its own event loop and grpc.aio channel, phases on command.
 
 Protocol over a multiprocessing Pipe (parent -> worker): ("phase", PhaseSpec) or ("stop",).
-Worker -> parent: ("ready", info) once connected, ("records", arrays, cpu_s) after each
-phase, ("error", text) if something broke. Calls are sent without retries: a load test
+Worker -> parent: ("ready", info) once connected, ("records", arrays, cpu_s, error_details)
+after each phase, ("error", text) if something broke. Calls are sent without retries: a load test
 counts every UNAVAILABLE instead of hiding it.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 import traceback
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
 
 UNKNOWN = grpc.StatusCode.UNKNOWN.value[0]
+MAX_DISTINCT_DETAILS = 20
 
 
 @dataclass(frozen=True)
@@ -80,11 +82,13 @@ async def _serve(conn, setup: WorkerSetup, counters, slot: int) -> None:
         if message[0] == "stop":
             break
         spec: PhaseSpec = message[1]
-        call = _recommend_call(stub, requests, metadata, spec.deadline_s)
+        details: Counter = Counter()
+        call = _recommend_call(stub, requests, metadata, spec.deadline_s, details)
         recorder = Recorder(spec.start_at, counters, slot)
         cpu_before = time.process_time()
         await _run_phase(spec, call, setup, rng, recorder)
-        conn.send(("records", recorder.records().as_arrays(), time.process_time() - cpu_before))
+        conn.send(("records", recorder.records().as_arrays(), time.process_time() - cpu_before,
+                   dict(details)))
     await channel.close()
 
 
@@ -96,14 +100,22 @@ async def _connect(channel: grpc.aio.Channel, timeout_s: float) -> bool:
         return False
 
 
-def _recommend_call(stub, requests, metadata, deadline_s: float):
+def _recommend_call(stub, requests, metadata, deadline_s: float, details: Counter):
+    """The Recommend call; failures counted by (code, details) so the report can say why."""
+
+    def failed(code: int, text: str) -> tuple[int, tuple[int, int, int, int, int]]:
+        key = (code, text[:200])
+        if key in details or len(details) < MAX_DISTINCT_DETAILS:
+            details[key] += 1
+        return code, NO_TIMINGS
+
     async def call(index: int) -> tuple[int, tuple[int, int, int, int, int]]:
         try:
             response = await stub.Recommend(requests[index], timeout=deadline_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
-            return exc.code().value[0], NO_TIMINGS
-        except (grpc.RpcError, OSError):
-            return UNKNOWN, NO_TIMINGS
+            return failed(exc.code().value[0], exc.details() or "")
+        except (grpc.RpcError, OSError) as exc:
+            return failed(UNKNOWN, f"client-side: {exc!r}")
         t = response.timings
         return 0, (t.queue_us, t.encode_us, t.retrieve_us, t.rank_us, t.total_us)
 
