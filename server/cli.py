@@ -1,4 +1,4 @@
-"""`recserve serve`: serve a bundle (or the default one) until SIGTERM/SIGINT."""
+"""`recserve serve`: serve a bundle (or the default one) until SIGTERM/SIGINT; SIGHUP reloads it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from export.runtime import RuntimeConfig
 from export.settings import load_settings
 from server.batching.batcher import BatcherConfig
 from server.engine import RankingConfig
+from server.live.config import LiveConfig
 from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="TOML config file with [server], [batcher], [runtime], ... tables")
     parser.add_argument("--provider", choices=["auto", "tensorrt", "cuda", "cpu"], help="execution provider")
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (0 = usable CPUs)")
+    parser.add_argument("--live-dir", help="write-ahead log and snapshots of live writes "
+                        "(default: live/ beside the bundle directory)")
+    parser.add_argument("--read-only", action="store_true", default=None,
+                        help="refuse live writes (UpsertItems, DeleteItems, RecordInteractions)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -37,7 +42,12 @@ def configs_from_args(args: argparse.Namespace) -> AllConfigs:
         retrieval=load_settings(RetrievalConfig, cfg),
         ranking=load_settings(RankingConfig, cfg),
         limits=load_settings(LimitsConfig, cfg),
+        live=load_settings(LiveConfig, cfg, directory=args.live_dir,
+                           enabled=False if args.read_only else None),
     )
+
+
+log = logging.getLogger(__name__)
 
 
 async def serve(bundle: str, configs: AllConfigs) -> int:
@@ -46,15 +56,33 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
     stopping: list[asyncio.Task] = []
 
     def on_signal(signame: str) -> None:
-        logging.getLogger(__name__).info("%s: draining", signame)
+        log.info("%s: draining", signame)
         if not stopping:
             stopping.append(loop.create_task(server.drain_and_stop()))
 
+    async def reload() -> None:
+        try:
+            outcome = await server.reload()
+            log.info("SIGHUP: now serving %s (was %s; %d live writes replayed)",
+                     outcome.bundle_version, outcome.previous_version, outcome.replayed_writes)
+        except Exception as exc:  # noqa: BLE001 - the old bundle keeps serving; say why
+            log.error("SIGHUP: %s", exc)
+
+    reloads: set[asyncio.Task] = set()  # keep a reference until each task is done
+
+    def on_hangup() -> None:
+        if server.state is not None and not stopping:
+            task = loop.create_task(reload())
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     port = await server.start(bundle)
+    live = f"; live writes in {server.live.directory}" if server.live is not None else "; read-only"
     print(f"recserve: serving bundle {server.state.version} on {configs.server.host}:{port}"
-          f" (metrics on :{server.metrics_port})", flush=True)
+          f" (metrics on :{server.metrics_port}{live})", flush=True)
     await server.wait_for_termination()
     if stopping:
         await stopping[0]

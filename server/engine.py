@@ -95,9 +95,10 @@ class RecommendationEngine:
             labels = np.concatenate([labels, given])[-self.bundle.users.history_length:]
         return labels, disliked
 
-    def _filter(self, request: RecommendQuery, history: np.ndarray) -> ItemFilter:
+    def _filter(self, request: RecommendQuery, history: np.ndarray, disliked: np.ndarray) -> ItemFilter:
         label_of = self.bundle.catalog.label_of
         excluded = [label_of[i] for i in request.exclude_item_ids if i in label_of]
+        excluded.extend(disliked.tolist())  # dislike / not_interested suppress the item itself
         if request.exclude_interacted:
             excluded.extend(history.tolist())
         return ItemFilter(dict(request.attribute_equals), dict(request.attribute_in), tuple(excluded))
@@ -118,7 +119,7 @@ class RecommendationEngine:
             half_life_events=self.ranking.history_half_life_events,
         ):
             interests.append(interest)
-        item_filter = self._filter(request, history)
+        item_filter = self._filter(request, history, disliked)
         if interests:
             candidates = self.retriever.retrieve(interests, request.k, item_filter)
             labels, retrieval_scores = candidates.labels, candidates.scores

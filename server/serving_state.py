@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from export.errors import BundleError
 from export.runtime import RuntimeConfig
@@ -39,10 +40,20 @@ class ServingState:
     bundle: ServedBundle
     batcher: TokenBudgetBatcher
     engine: RecommendationEngine
+    in_flight: int = 0  # calls using this state now (a reload retires it when they are done)
 
     @property
     def version(self) -> str:
         return self.bundle.version
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Count a call as using this state while it runs."""
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     async def close(self) -> None:
         await self.batcher.stop()

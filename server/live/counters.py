@@ -58,6 +58,11 @@ class LiveCounters:
     def capacity(self) -> int:
         return len(self.tables.popularity)
 
+    @property
+    def has_pending(self) -> bool:
+        """Co-occurrence counts recorded but not yet published to ranking."""
+        return bool(self._pending)
+
     def grow(self, size: int) -> None:
         """Make room for labels < size in every table (amortised: grows by half at least)."""
         if size <= self.capacity:

@@ -118,18 +118,19 @@ class WriteAheadLog:
             write.seq = seq
         return seqs
 
+    def read_batch(self, after_seq: int, limit: int) -> list[Write]:
+        """Up to `limit` writes with sequence number > after_seq, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, payload, vectors, encoder, received_at FROM writes"
+                " WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
+        return [_write_from_row(*row) for row in rows]
+
     def read_after(self, seq: int, batch: int = 512) -> Iterator[Write]:
-        """Writes with sequence number > seq, in order (read in batches, not all at once)."""
-        while True:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT seq, kind, payload, vectors, encoder, received_at FROM writes"
-                    " WHERE seq > ? ORDER BY seq LIMIT ?", (seq, batch)).fetchall()
-            if not rows:
-                return
-            for row in rows:
-                yield _write_from_row(*row)
-            seq = rows[-1][0]
+        """Every write with sequence number > seq, in order (read in batches)."""
+        while writes := self.read_batch(seq, batch):
+            yield from writes
+            seq = writes[-1].seq
 
     def last_sequence(self) -> int:
         """The highest sequence number ever assigned (0 for a new log)."""

@@ -23,7 +23,10 @@ from protos import SERVICE_NAME
 from protos import recommender_pb2_grpc as pb_grpc
 from server.batching.batcher import BatcherConfig
 from server.engine import RankingConfig
+from server.live.config import LiveConfig
+from server.live.service import LiveWrites, live_directory
 from server.metrics import ServerMetrics
+from server.reload import BundleReloader, ReloadOutcome
 from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.servicer import RecommenderServicer
@@ -91,6 +94,7 @@ class AllConfigs:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     ranking: RankingConfig = field(default_factory=RankingConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
 
     def serving(self) -> ServingConfigs:
         return ServingConfigs(self.runtime, self.batcher, self.retrieval, self.ranking)
@@ -105,6 +109,11 @@ class RecserveServer:
         self.state: ServingState | None = None
         self.draining = False
         self.in_flight = InFlightCalls()
+        self.live: LiveWrites | None = None
+        self.bundle_path: str | None = None
+        self.reloader = BundleReloader(
+            self.configs.serving(), self.metrics, lambda: self.state, self._serve_state,
+            lambda: self.live, self._on_state_health, self.configs.live.old_state_grace_s)
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
@@ -131,17 +140,47 @@ class RecserveServer:
             self._metrics_http, _ = start_http_server(self.config.metrics_port, registry=self.metrics.registry)
             self.metrics_port = self._metrics_http.server_port
         try:
-            self.state = await open_serving_state(
+            state = await open_serving_state(
                 bundle_path, self.configs.serving(), self.metrics, self._on_backend_health)
+            if self.configs.live.enabled:  # recover live writes before the first call sees the state
+                try:
+                    self.live = await LiveWrites.open(live_directory(bundle_path, self.configs.live),
+                                                      self.configs.live, state, self._serve_state)
+                except BaseException:
+                    await state.close()
+                    raise
+            self.state = state
         except BaseException:
             await self.stop(grace=0)
             raise
-        self._update_index_metrics()
+        self.bundle_path = str(bundle_path)
+        self.update_index_metrics()
         await self._set_health(True)
         log.info("serving bundle %s on port %s", self.state.version, self.port)
         return self.port
 
-    def _update_index_metrics(self) -> None:
+    @property
+    def last_applied_sequence(self) -> int:
+        """Sequence number of the last live write applied to the served state (0: none)."""
+        return self.live.last_applied if self.live is not None else 0
+
+    async def reload(self, bundle_path: str | Path | None = None) -> ReloadOutcome:
+        """Serve another bundle (default: the configured path again, e.g. a moved symlink)."""
+        path = str(bundle_path or self.bundle_path)
+        outcome = await self.reloader.reload(path)
+        self.bundle_path = path
+        return outcome
+
+    def _serve_state(self, state: ServingState) -> None:
+        """The swap point: from here on new calls get `state` (called by the live writer)."""
+        self.state = state
+        self.update_index_metrics()
+
+    def _on_state_health(self, state: ServingState, healthy: bool) -> None:
+        if state is self.state:  # a retired bundle's batcher no longer decides health
+            self._on_backend_health(healthy)
+
+    def update_index_metrics(self) -> None:
         if self.state is not None:
             index = self.state.bundle.index
             self.metrics.index_size.labels("live").set(index.size)
@@ -168,6 +207,10 @@ class RecserveServer:
 
     async def stop(self, grace: float | None = 0) -> None:
         await self.grpc.stop(grace)
+        if self.live is not None:
+            live, self.live = self.live, None
+            await live.close(snapshot=True)
+        await self.reloader.wait_retired()
         if self.state is not None:
             await self.state.close()
         if self._metrics_http is not None:

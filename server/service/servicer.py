@@ -20,6 +20,7 @@ from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
 from server.errors import InvalidRequest, NotReady, Unauthenticated
 from server.requests import StageTimings
+from server.service import write_rpcs
 from server.service.convert import query_from_proto, result_to_proto, timings_to_proto
 from server.service.status_map import status_for
 
@@ -42,7 +43,8 @@ def _rpc(method: str):
                 admitted = True
                 remaining = context.time_remaining()
                 deadline = None if remaining is None else time.monotonic() + remaining
-                return await handler(self, state, request, deadline)
+                with state.track():  # a reload retires this state once its calls are done
+                    return await handler(self, state, request, deadline)
             except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
                 status, message = status_for(exc)
                 if not isinstance(exc, RecserveError):
@@ -134,3 +136,21 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             manifest_json=json.dumps({k: v for k, v in manifest.items() if k != "files"}),
             last_applied_sequence=int(getattr(self.server, "last_applied_sequence", 0)),
         )
+
+    # ---- live writes and reload (server/service/write_rpcs.py) -------------------------------
+
+    @_rpc("UpsertItems")
+    async def UpsertItems(self, state, request: pb.UpsertItemsRequest, deadline):
+        return await write_rpcs.upsert_items(self.server, request, deadline)
+
+    @_rpc("DeleteItems")
+    async def DeleteItems(self, state, request: pb.DeleteItemsRequest, deadline):
+        return await write_rpcs.delete_items(self.server, request)
+
+    @_rpc("RecordInteractions")
+    async def RecordInteractions(self, state, request: pb.RecordInteractionsRequest, deadline):
+        return await write_rpcs.record_interactions(self.server, request)
+
+    @_rpc("Reload")
+    async def Reload(self, state, request: pb.ReloadRequest, deadline):
+        return await write_rpcs.reload(self.server, request)

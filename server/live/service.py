@@ -1,0 +1,145 @@
+"""LiveWrites: the live-write side of a server: the live directory, its log, recovery, the writer.
+
+Opening it locks the live directory (one server per log), recovers the served bundle's live
+state (newest valid snapshot, then the log after it) and starts the single writer. The
+gRPC layer calls upsert / delete / record; a reload calls prepare + swap.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from export.errors import BundleError
+from server.live import snapshot
+from server.live.config import LiveConfig
+from server.live.live_state import LiveState
+from server.live.records import (DELETE, INTERACTIONS, UPSERT, Event, ItemWrite, Write, validate_events,
+                                 validate_item_ids, validate_items)
+from server.live.replay import Embed, bundle_cutoff, replay
+from server.live.wal import WriteAheadLog, fsync_dir
+from server.live.writer import LiveWriter, WriteResult
+from server.serving_state import ServingState
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "LOCK"
+
+
+def live_directory(bundle_path: str | Path, config: LiveConfig) -> Path:
+    """The configured directory, else `live/` beside the bundle directory (which is immutable)."""
+    if config.directory:
+        return Path(config.directory)
+    return Path(os.path.abspath(bundle_path)).parent / "live"
+
+
+def _lock(directory: Path):
+    fh = open(directory / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise BundleError(f"live directory {directory} is in use by another recserve server") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def _embedder(serving: ServingState) -> Embed:
+    async def embed(texts: list[str]):
+        vectors, _ = await serving.batcher.embed(texts)
+        return vectors
+    return embed
+
+
+async def recover(live: LiveState, wal: WriteAheadLog, directory: Path, embed: Embed | None,
+                  *, strict: bool) -> int:
+    """Newest valid snapshot of live's bundle, then the log after it; returns writes replayed."""
+    after = bundle_cutoff(live.bundle.manifest, wal, strict=strict)
+    found = snapshot.newest_valid(directory, live.version, live.fingerprint)
+    if found is not None and found[1]["seq"] >= after:
+        path, state = found
+        snapshot.restore(live, path, state)
+        log.info("restored snapshot %s (seq %d)", path.name, state["seq"])
+        after = state["seq"]
+    started = time.perf_counter()
+    replayed = await replay(live, wal, after, embed)
+    log.info("bundle %s: replayed %d logged writes after seq %d in %.2fs; last applied %d",
+             live.version, replayed, after, time.perf_counter() - started, live.last_applied)
+    return replayed
+
+
+class LiveWrites:
+    def __init__(self, directory: Path, config: LiveConfig, wal: WriteAheadLog, writer: LiveWriter,
+                 lock) -> None:
+        self.directory, self.config, self.wal, self.writer = directory, config, wal, writer
+        self._lock = lock
+
+    @classmethod
+    async def open(cls, directory: Path, config: LiveConfig, serving: ServingState,
+                   on_swap: Callable[[ServingState], None]) -> "LiveWrites":
+        fresh = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            fsync_dir(directory.parent)
+        lock = _lock(directory)
+        wal = None
+        try:
+            wal = WriteAheadLog(directory)
+            live = LiveState(serving.bundle, config)
+            replayed = await recover(live, wal, directory, _embedder(serving), strict=False)
+            writer = LiveWriter(wal, directory, config, serving, live, on_swap)
+            writer.start(snapshot_soon=replayed > 0)
+        except BaseException:
+            if wal is not None:
+                wal.close()
+            lock.close()
+            raise
+        return cls(directory, config, wal, writer, lock)
+
+    @property
+    def last_applied(self) -> int:
+        return self.writer.last_applied
+
+    # ---- writes (validated here; the writer checks what needs state) -----------------------
+
+    async def upsert(self, items: list[ItemWrite], deadline: float | None = None) -> WriteResult:
+        items = validate_items(items, self.config)
+        received = time.time()
+        serving, live = self.writer.serving, self.writer.live
+        vectors, _ = await serving.batcher.embed(live.item_texts(items), deadline)
+        return await self.writer.submit(Write(UPSERT, received, items=items, vectors=vectors,
+                                              encoder=live.fingerprint))
+
+    async def delete(self, item_ids: list[str]) -> WriteResult:
+        ids = validate_item_ids(item_ids, self.config)
+        return await self.writer.submit(Write(DELETE, time.time(), item_ids=ids))
+
+    async def record(self, events: list[Event]) -> WriteResult:
+        events = validate_events(events, self.config)
+        return await self.writer.submit(Write(INTERACTIONS, time.time(), events=events))
+
+    # ---- reload ----------------------------------------------------------------------------
+
+    async def prepare(self, serving: ServingState) -> tuple[LiveState, int]:
+        """Live state for a newly loaded bundle, caught up with the log as of now."""
+        live = LiveState(serving.bundle, self.config)
+        replayed = await recover(live, self.wal, self.directory, _embedder(serving), strict=True)
+        return live, replayed
+
+    async def swap(self, serving: ServingState, live: LiveState) -> int:
+        """Replay what was logged since `prepare`, then serve `serving` (atomically)."""
+        return await self.writer.swap(serving, live)
+
+    async def close(self, snapshot: bool = True) -> None:
+        try:
+            await self.writer.stop(snapshot=snapshot)
+        finally:
+            self.wal.close()
+            self._lock.close()

@@ -1,0 +1,304 @@
+"""LiveWriter: the one task that logs and applies live writes, in sequence order.
+
+Calls queue their write and wait. The writer takes everything queued (up to
+max_group_writes), checks each write against the state as the earlier ones will leave it,
+commits the accepted ones to the write-ahead log in one durable transaction (group
+commit), applies them to the served bundle and only then answers each call. So an
+acknowledged write is durable and already visible: a deleted item is gone from every
+result once DeleteItems returns.
+
+Between groups the writer also publishes live co-occurrence counts, takes snapshots,
+starts and finishes index compactions, and swaps in a reloaded bundle: everything that
+changes the served state happens here, one thing at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from server.errors import InvalidRequest, Unavailable
+from server.live import snapshot
+from server.live.compaction import Compaction, compaction_due
+from server.live.config import LiveConfig
+from server.live.live_state import LiveState
+from server.live.records import Write
+from server.live.replay import prepare_upsert, replay
+from server.live.wal import WriteAheadLog
+from server.serving_state import ServingState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    sequence: int
+    applied: int
+
+
+@dataclass(eq=False)
+class _Queued:
+    write: Write | None  # None: a control message
+    future: asyncio.Future
+    control: str = ""
+    argument: Any = None
+
+
+class LiveWriter:
+    def __init__(self, wal: WriteAheadLog, directory: Path, config: LiveConfig, serving: ServingState,
+                 live: LiveState, on_swap: Callable[[ServingState], None]) -> None:
+        self.wal, self.directory, self.config = wal, directory, config
+        self.serving, self.live = serving, live
+        self._on_swap = on_swap
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self._compaction: Compaction | None = None
+        self._persisting: asyncio.Task | None = None
+        self._unsnapshotted_since: float | None = None  # monotonic time of the first such write
+        self._unsnapshotted = 0
+        self.failed: str | None = None
+        self.snapshots_taken = 0
+        self.compactions = 0
+
+    @property
+    def last_applied(self) -> int:
+        return self.live.last_applied
+
+    def start(self, snapshot_soon: bool = False) -> None:
+        if snapshot_soon:
+            self._unsnapshotted_since, self._unsnapshotted = 0.0, 1
+        self._task = asyncio.create_task(self._run(), name="recserve-live-writer")
+
+    # ---- the API ---------------------------------------------------------------------------
+
+    async def submit(self, write: Write) -> WriteResult:
+        """Log and apply one write; returns once it is durable and visible."""
+        return await self._enqueue(_Queued(write, self._new_future()))
+
+    async def swap(self, serving: ServingState, live: LiveState) -> int:
+        """Catch a prepared bundle up with the log and serve it; returns the writes replayed."""
+        return await self._enqueue(_Queued(None, self._new_future(), "swap", (serving, live)))
+
+    async def snapshot_now(self) -> None:
+        await self._enqueue(_Queued(None, self._new_future(), "snapshot"))
+
+    async def stop(self, snapshot: bool = True) -> None:
+        """Finish queued writes, take a final snapshot (optional), and stop."""
+        if self._task is None or self._task.done():
+            return
+        try:
+            await self._enqueue(_Queued(None, self._new_future(), "stop", snapshot))
+        finally:
+            await asyncio.gather(self._task, return_exceptions=True)
+            if self._compaction is not None:
+                self._compaction.cancel()
+
+    def _new_future(self) -> asyncio.Future:
+        return asyncio.get_running_loop().create_future()
+
+    async def _enqueue(self, item: _Queued):
+        if self.failed is not None:
+            raise Unavailable(f"live writes are stopped: {self.failed}")
+        if self._task is None or self._task.done():
+            raise Unavailable("live writes are not accepted (the server is stopping)")
+        self._queue.put_nowait(item)
+        return await item.future
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while not await self._step():
+                pass
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                log.exception("the live writer crashed")
+                self.failed = f"the live writer crashed ({exc!r})"
+            raise
+        finally:
+            self._fail_queued(Unavailable("live writes are not accepted (the server is stopping)"))
+
+    async def _step(self) -> bool:
+        """Handle what is queued (or idle housekeeping); True when the writer must stop."""
+        try:
+            first = await asyncio.wait_for(self._queue.get(), timeout=self._idle_timeout())
+        except asyncio.TimeoutError:
+            await self._housekeeping()
+            return False
+        items = [first]
+        while len(items) < self.config.max_group_writes and not self._queue.empty():
+            items.append(self._queue.get_nowait())
+        group: list[_Queued] = []
+        for position, item in enumerate(items):
+            if item.write is not None:
+                group.append(item)
+                continue
+            await self._commit(group)
+            group = []
+            if await self._control(item):
+                for rest in items[position + 1:]:
+                    _answer(rest, exc=Unavailable("the server is stopping"))
+                return True
+        await self._commit(group)
+        await self._housekeeping()
+        return False
+
+    def _idle_timeout(self) -> float | None:
+        waits = []
+        if self._unsnapshotted_since is not None:
+            waits.append(self._unsnapshotted_since + self.config.snapshot_interval_s - time.monotonic())
+        if self.live.counters.has_pending:
+            waits.append(self.config.cooccurrence_publish_interval_s)
+        if self._compaction is not None:
+            waits.append(0.05)
+        return max(0.01, min(waits)) if waits else None
+
+    async def _commit(self, group: list[_Queued]) -> None:
+        """Check, log (one transaction) and apply a group of writes, answering each."""
+        if not group or self.failed is not None:
+            for item in group:
+                _answer(item, exc=Unavailable(f"live writes are stopped: {self.failed}"))
+            return
+        pending: dict[str, bool] = {}
+        accepted = []
+        for item in group:
+            if item.future.done():  # the caller gave up before its write was logged
+                continue
+            try:
+                self.live.check(item.write, pending)
+                await prepare_upsert(item.write, self.live, self._embed)  # a reload since it was embedded
+            except (InvalidRequest, Unavailable) as exc:
+                _answer(item, exc=exc)
+                continue
+            accepted.append(item)
+        if not accepted:
+            return
+        try:
+            await asyncio.to_thread(self.wal.append, [item.write for item in accepted])
+        except Exception as exc:  # noqa: BLE001 - nothing was logged; the callers may retry
+            log.exception("write-ahead log commit failed")
+            for item in accepted:
+                _answer(item, exc=Unavailable(f"the write-ahead log could not commit: {exc}"))
+            return
+        for item in accepted:
+            try:
+                applied = self.live.apply(item.write)
+            except Exception as exc:  # noqa: BLE001 - logged but not applied: stop, restart replays it
+                log.exception("applying logged write %d failed; live writes stop", item.write.seq)
+                self.failed = f"write {item.write.seq} is logged but could not be applied ({exc})"
+                for rest in accepted[accepted.index(item):]:
+                    _answer(rest, exc=Unavailable(f"live writes are stopped: {self.failed}"))
+                return
+            _answer(item, result=WriteResult(item.write.seq, applied))
+            self._count_unsnapshotted(1)
+            await asyncio.sleep(0)  # let reads in between writes of a large group
+
+    async def _embed(self, texts: list[str]):
+        vectors, _ = await self.serving.batcher.embed(texts)
+        return vectors
+
+    def _count_unsnapshotted(self, n: int) -> None:
+        if self._unsnapshotted_since is None:
+            self._unsnapshotted_since = time.monotonic()
+        self._unsnapshotted += n
+
+    async def _control(self, item: _Queued) -> bool:
+        """Run a control message; True when the writer must stop."""
+        try:
+            if item.control == "swap":
+                _answer(item, result=await self._swap(*item.argument))
+            elif item.control == "snapshot":
+                await self._snapshot()
+                await self._wait_persisted()
+                _answer(item, result=None)
+            elif item.control == "stop":
+                if item.argument and self._unsnapshotted and self.failed is None:
+                    await self._snapshot()
+                await self._wait_persisted()
+                _answer(item, result=None)
+                return True
+        except Exception as exc:  # noqa: BLE001 - reported to whoever asked
+            _answer(item, exc=exc)
+        return False
+
+    # ---- between groups --------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        if self.failed is not None:
+            return
+        self.live.counters.publish()
+        if self._compaction is not None and self._compaction.done():
+            if self._compaction.finish():
+                self.compactions += 1
+            self._compaction = None
+        elif self._compaction is None and compaction_due(self.live.bundle.index, self.config):
+            self._compaction = Compaction(self.live)
+        due = self._unsnapshotted and (
+            self._unsnapshotted >= self.config.snapshot_after_writes
+            or time.monotonic() - self._unsnapshotted_since >= self.config.snapshot_interval_s)
+        if due and (self._persisting is None or self._persisting.done()):
+            await self._snapshot()
+
+    async def _snapshot(self) -> None:
+        """Save the index and copy the state now (writes wait); make it durable in the background."""
+        await self._wait_persisted()
+        live = self.live
+        folder = await asyncio.to_thread(snapshot.start_draft, self.directory, live.last_applied)
+        await asyncio.to_thread(snapshot.save_index, live, folder / "index.hnsw")
+        draft = snapshot.capture(live, folder)
+        self._unsnapshotted_since, self._unsnapshotted = None, 0
+        self._persisting = asyncio.create_task(self._persist(draft))
+
+    async def _persist(self, draft: snapshot.SnapshotDraft) -> None:
+        started = time.perf_counter()
+        try:
+            path = await asyncio.to_thread(snapshot.persist, draft, self.config.keep_snapshots)
+            dropped = await asyncio.to_thread(
+                self.wal.truncate, draft.seq, time.time() - self.config.wal_retention_s)
+        except Exception:  # noqa: BLE001 - the log still has everything; try again later
+            log.exception("snapshot at seq %d failed", draft.seq)
+            self._count_unsnapshotted(1)
+            return
+        self.snapshots_taken += 1
+        log.info("snapshot %s written in %.2fs (%d log records deleted)", path.name,
+                 time.perf_counter() - started, dropped)
+
+    async def _wait_persisted(self) -> None:
+        if self._persisting is not None:
+            await asyncio.gather(self._persisting, return_exceptions=True)
+
+    async def _swap(self, serving: ServingState, live: LiveState) -> int:
+        replayed = await replay(live, self.wal, live.last_applied, self._embed_with(serving))
+        if self._compaction is not None:
+            self._compaction.cancel()
+            self._compaction = None
+        await self._wait_persisted()
+        self.serving, self.live = serving, live
+        self._on_swap(serving)
+        self._count_unsnapshotted(1)  # the new bundle has no snapshot yet
+        self._unsnapshotted_since = 0.0
+        return replayed
+
+    @staticmethod
+    def _embed_with(serving: ServingState):
+        async def embed(texts: list[str]):
+            vectors, _ = await serving.batcher.embed(texts)
+            return vectors
+        return embed
+
+    def _fail_queued(self, exc: Exception) -> None:
+        while not self._queue.empty():
+            _answer(self._queue.get_nowait(), exc=exc)
+
+
+def _answer(item: _Queued, *, result: Any = None, exc: Exception | None = None) -> None:
+    if item.future.done():
+        return
+    if exc is not None:
+        item.future.set_exception(exc)
+    else:
+        item.future.set_result(result)

@@ -1,0 +1,58 @@
+"""UpsertItems, DeleteItems, RecordInteractions and Reload: protobuf <-> the live-write domain.
+
+The servicer wraps each in `_rpc` (auth, readiness, errors, metrics); the work is done by
+server/live (LiveWrites) and server/reload.py (BundleReloader).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from export.errors import BundleError
+from protos import recommender_pb2 as pb
+from server.live.records import ItemWrite, event_with_defaults
+from server.live.writer import WriteResult
+
+if TYPE_CHECKING:
+    from server.live.service import LiveWrites
+    from server.service.app import RecserveServer
+
+
+def _live(server: "RecserveServer") -> "LiveWrites":
+    if server.live is None:
+        raise BundleError("this server serves its bundle read-only (live.enabled = false): "
+                          "live writes are refused")
+    return server.live
+
+
+def _response(server: "RecserveServer", result: WriteResult) -> pb.WriteResponse:
+    server.update_index_metrics()
+    return pb.WriteResponse(sequence=result.sequence, applied=result.applied)
+
+
+async def upsert_items(server: "RecserveServer", request: pb.UpsertItemsRequest,
+                       deadline: float | None) -> pb.WriteResponse:
+    items = [ItemWrite(i.item_id, i.title, i.text, dict(i.attributes)) for i in request.items]
+    return _response(server, await _live(server).upsert(items, deadline))
+
+
+async def delete_items(server: "RecserveServer", request: pb.DeleteItemsRequest) -> pb.WriteResponse:
+    return _response(server, await _live(server).delete(list(request.item_ids)))
+
+
+async def record_interactions(server: "RecserveServer",
+                              request: pb.RecordInteractionsRequest) -> pb.WriteResponse:
+    received = time.time()
+    events = [event_with_defaults(e.user_id, e.item_id, e.event, e.weight, e.timestamp_ms, received)
+              for e in request.events]
+    return _response(server, await _live(server).record(events))
+
+
+async def reload(server: "RecserveServer", request: pb.ReloadRequest) -> pb.ReloadResponse:
+    # Shielded: a caller that hangs up must not cancel a reload half way through.
+    outcome = await asyncio.shield(server.reload(request.bundle_path or None))
+    return pb.ReloadResponse(previous_version=outcome.previous_version,
+                             bundle_version=outcome.bundle_version,
+                             replayed_writes=outcome.replayed_writes)
