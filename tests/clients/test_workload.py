@@ -130,3 +130,16 @@ def test_retail_workload_has_every_kind_in_the_mix(retail_csv):
     assert len(texts) == 4 and all(t.strip() for t in texts)
     assert np.isclose(workload.weights.sum(), 1.0)
     json.dumps(workload.summary())  # report-ready
+
+
+def test_the_documented_format_example_loads_and_the_data_is_attributed(tmp_path):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "LOADTEST.md").read_text()
+    example = re.search(r"```json\n(.+?)```", doc, flags=re.S).group(1)
+    path = tmp_path / "example.jsonl"
+    path.write_text(example)
+    workload = load_workload(path)
+    assert [KINDS[i] for i in workload.kinds] == ["text", "user", "history", "mixed"]
+    assert workload.requests[3].filter.exclude_item_ids == ["22632"]
+    assert "Daqing Chen" in doc and "CC BY 4.0" in doc
