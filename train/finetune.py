@@ -66,12 +66,12 @@ def make_pair_sets(data: TrainingData, config: TrainingConfig) -> PairSets:
     events = data.events
     cutoff = config.split_time if config.split_time is not None else \
         validation_cutoff(events, config.validation_fraction)
-    rng = np.random.default_rng(config.seed)
     train_pool = build_pairs(events, end=cutoff, history_items=config.history_items,
-                             per_user=config.pairs_per_user, rng=rng, random_query_length=True)
+                             per_user=config.pairs_per_user, seed=config.seed,
+                             random_query_length=True)
     validation = build_pairs(events, start=cutoff, history_items=config.history_items,
                              history_cap=config.item_query_history,
-                             per_user=config.validation_pairs_per_user, rng=rng,
+                             per_user=config.validation_pairs_per_user, seed=config.seed,
                              random_query_length=False)[: config.validation_pairs]
     if len(train_pool) < 2:
         raise InvalidInput(f"only {len(train_pool)} training pairs before the split; need more "

@@ -13,6 +13,7 @@ copying, not recommending).
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -73,7 +74,7 @@ def build_pairs(
     history_items: int,
     history_cap: int | None = None,
     per_user: int,
-    rng: np.random.Generator,
+    seed: int,
     random_query_length: bool,
 ) -> list[Pair]:
     """Pairs whose target time lies in [start, end), at most per_user per user, shuffled.
@@ -82,10 +83,15 @@ def build_pairs(
     validation's item-vector query needs it). random_query_length draws each query's length
     from 1..history_items, so one-item queries (item -> next item, the way the server's
     item vectors are used) are trained alongside longer histories.
+
+    Each user's draws come from a generator seeded by (seed, user id), and the final shuffle
+    from one seeded by (seed, start, end): a user's pairs depend on nothing but that user's
+    events in the window, so events outside [start, end) cannot change which pairs are made.
     """
     cap = max(history_cap or history_items, history_items)
     pairs: list[Pair] = []
-    for u in range(len(events.user_ids)):
+    for u, user_id in enumerate(events.user_ids):
+        rng = np.random.default_rng([seed, zlib.crc32(user_id.encode("utf-8"))])
         labels, stamps = events.user_events(u)
         candidates = np.flatnonzero((stamps >= start) & (stamps < end))
         candidates = candidates[candidates > 0]
@@ -100,8 +106,13 @@ def build_pairs(
             length = int(rng.integers(1, window + 1)) if random_query_length else window
             pairs.append(Pair(u, history, length, int(labels[i]), float(stamps[i])))
             taken += 1
-    order = rng.permutation(len(pairs))
+    order = np.random.default_rng([seed, *_window_key(start, end)]).permutation(len(pairs))
     return [pairs[k] for k in order]
+
+
+def _window_key(start: float, end: float) -> tuple[int, int]:
+    """Two non-negative ints naming the time window (seeds take no floats or infinities)."""
+    return tuple(0 if math.isinf(t) else int(t) & 0xFFFFFFFF for t in (start, end))
 
 
 def epoch_slice(pool: Sequence[Pair], epoch: int, pairs_per_epoch: int) -> list[Pair]:
