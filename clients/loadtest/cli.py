@@ -24,7 +24,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from clients.client import RecommenderClient
 from clients.errors import DeadlineExceeded, RecommenderError, Unavailable
 from clients.loadtest.plots import plot_latency_over_time, plot_ramp
-from clients.loadtest.pool import WorkerPool, default_worker_count
+from clients.loadtest.pool import LoadtestError, WorkerPool, default_worker_count
 from clients.loadtest.ramp import parse_ramp, run_ramp
 from clients.loadtest.records import CallRecords
 from clients.loadtest.report import LATE_SEND_MS, summarize_phase, write_report
@@ -85,22 +85,31 @@ def run(args: argparse.Namespace) -> int:
         workers = min(workers, args.concurrency)
     setup = WorkerSetup(options, workload.serialized(), workload.weights, workload.kinds, args.seed)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with WorkerPool(setup, workers) as pool, _progress(console, args.no_progress) as progress:
-        runner = PhaseRunner(pool, progress, args)
-        if args.warmup > 0:
-            first = rates[0] if rates else args.rate
-            runner.run("warm-up", first, args.concurrency, args.warmup, keep=False)
-        ramp = None
-        if rates:
-            ramp = run_ramp(rates, lambda r: runner.run(f"{r:g}/s", r, None, args.duration),
-                            args.p99_target_ms)
-        elif args.rate:
-            runner.run(f"{args.rate:g}/s", args.rate, None, args.duration)
-        else:
-            runner.run(f"C={args.concurrency}", None, args.concurrency, args.duration)
+    try:
+        with WorkerPool(setup, workers) as pool, _progress(console, args.no_progress) as progress:
+            runner = PhaseRunner(pool, progress, args)
+            ramp = _run_phases(runner, args, rates)
+    except LoadtestError as exc:
+        print(f"recserve loadtest: the load generator failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     report = _report(args, options, server, workload, runner, ramp, workers, started, pool.connected)
     print_report(report, Console())
     return EXIT_OK if any(p["ok"] for p in report["phases"]) else EXIT_FAILED
+
+
+def _run_phases(runner: PhaseRunner, args: argparse.Namespace, rates: list[float] | None) -> dict | None:
+    """Warm-up, then the mode's phases; the ramp verdict in ramp mode."""
+    if args.warmup > 0:
+        first = rates[0] if rates else args.rate
+        runner.run("warm-up", first, args.concurrency, args.warmup, keep=False)
+    if rates:
+        return run_ramp(rates, lambda r: runner.run(f"{r:g}/s", r, None, args.duration),
+                        args.p99_target_ms)
+    if args.rate:
+        runner.run(f"{args.rate:g}/s", args.rate, None, args.duration)
+    else:
+        runner.run(f"C={args.concurrency}", None, args.concurrency, args.duration)
+    return None
 
 
 class PhaseRunner:

@@ -101,6 +101,30 @@ def test_custom_workload_file_and_mix(fake_server, tmp_path):
     assert {r.query for r in sent} == {"red mug"} and all(r.k == 3 for r in sent)
 
 
+def test_no_successful_call_still_reports_and_exits_1(fake_server, tmp_path, capsys):
+    fake_server.behaviour.overload_every = 1  # every Recommend refused
+    code, report = loadtest(fake_server, tmp_path, "--rate", "50", "--duration", "0.5", "--workers", "1")
+    assert code == 1
+    (phase,) = report["phases"]
+    assert phase["ok"] == 0 and phase["errors_by_code"] == {"RESOURCE_EXHAUSTED": phase["calls"]}
+    assert phase["error_details"] == {"RESOURCE_EXHAUSTED": {"queue full": phase["calls"]}}
+    assert phase["latency_ms"]["p50"] is None
+    assert (tmp_path / "latency_over_time.png").exists()
+    assert "no call succeeded" in capsys.readouterr().out
+
+
+def test_workload_built_from_the_retail_csv(fake_server, tmp_path):
+    from tests.clients.test_workload import write_retail_csv
+
+    source = write_retail_csv(tmp_path / "online_retail.csv.gz")
+    code, report = loadtest(fake_server, tmp_path / "out", "--rate", "60", "--duration", "0.5",
+                            "--workers", "1", "--source", str(source))
+    assert code == 0
+    assert report["workload"]["source"].startswith("Online Retail (online_retail.csv.gz")
+    users = {r.user_id for r in fake_server.behaviour.requests if isinstance(r, pb.RecommendRequest)}
+    assert users <= {"", "17850", "13047"}
+
+
 def test_unreachable_server_stops_before_starting(dead_target, tmp_path, capsys):
     code = main(["loadtest", "--target", dead_target, "--rate", "10", "--out", str(tmp_path),
                  "--deadline-ms", "300"])

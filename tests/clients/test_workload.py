@@ -92,14 +92,18 @@ CSV_ROWS = [
 ]
 
 
-@pytest.fixture
-def retail_csv(tmp_path):
-    path = tmp_path / "online_retail.csv.gz"
+def write_retail_csv(path):
+    """A tiny Online Retail file holding each kind of row the loader must handle."""
     with gzip.open(path, "wt", newline="") as out:
         out.write("InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n")
         for row in CSV_ROWS:
             out.write(",".join(f'"{v}"' if "," in v else v for v in row) + "\n")
     return path
+
+
+@pytest.fixture
+def retail_csv(tmp_path):
+    return write_retail_csv(tmp_path / "online_retail.csv.gz")
 
 
 def test_retail_reader_drops_what_the_data_readme_warns_about(retail_csv):
