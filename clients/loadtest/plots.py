@@ -54,11 +54,12 @@ def plot_latency_over_time(phases: list[dict], records: list[CallRecords], path:
         offset += phase["duration_s"]
     top.set_yscale("log")
     top.set_ylabel("latency (ms, from scheduled send)")
-    top.legend(handles=_legend(plt, [("tab:blue", "OK call"), ("tab:red", "failed call"),
+    top.legend(handles=_legend(plt, [("tab:blue", "OK call", "o"), ("tab:red", "failed call", "x"),
                                      ("tab:green", "p50 per time bin"), ("tab:orange", "p99 per time bin")]),
                loc="upper left", fontsize=8)
     bottom.set_ylabel("calls per second")
-    bottom.set_xlabel("seconds since the phase start")
+    bottom.set_xlabel("seconds since the phase start" if len(phases) == 1
+                      else "seconds (phases laid end to end)")
     bottom.legend(handles=_legend(plt, [("tab:gray", "sent"), ("tab:blue", "OK"), ("tab:red", "errors")]),
                   loc="upper left", fontsize=8)
     fig.suptitle("recserve loadtest: latency over time")
@@ -96,9 +97,14 @@ def plot_ramp(ramp: dict, path: Path) -> Path:
 
 
 def _legend(plt, entries):
+    """Legend handles: (colour, label) for a line, (colour, label, marker) for scattered points."""
     from matplotlib.lines import Line2D
 
-    return [Line2D([0], [0], color=color, label=label) for color, label in entries]
+    handles = []
+    for color, label, *marker in entries:
+        style = {"marker": marker[0], "linestyle": ""} if marker else {}
+        handles.append(Line2D([0], [0], color=color, label=label, **style))
+    return handles
 
 
 def _save(fig, plt, path: Path) -> Path:

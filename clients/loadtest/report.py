@@ -128,7 +128,7 @@ def phase_warnings(phase: dict) -> list[str]:
             f"({phase['scheduled_rate']:g}/s scheduled), the load generator sent "
             f"{phase['sent_rate']:g}/s within the phase; {phase['late_sends']} of {phase['calls']} "
             f"sends were over {phase['late_send_ms']:g} ms late (max {phase['lateness_ms']['max']:.0f} ms). "
-            "Latencies include that delay; add --workers, or run the generator on other cores.")
+            f"Latencies include that delay. {_likely_cause(phase)}")
     elif phase["mode"] == "open" and phase["late_sends"]:
         notes.append(
             f"{phase['name']}: {phase['late_sends']} send(s) ({phase['late_share']:.1%}) over "
@@ -143,6 +143,15 @@ def phase_warnings(phase: dict) -> list[str]:
         notes.append(f"{phase['name']}: the load workers were {phase['generator']['cpu_share']:.0%} "
                      "busy; the generator may be the bottleneck.")
     return notes
+
+
+def _likely_cause(phase: dict) -> str:
+    busy = phase["generator"]["cpu_share"]
+    if busy >= 0.7:
+        return f"The load workers were {busy:.0%} busy: add --workers (and cores to run them)."
+    return (f"The load workers were only {busy:.0%} busy, so other processes on this machine "
+            "(the server, if it shares the cores) delayed them: pin the generator and the server "
+            "to different cores (taskset).")
 
 
 def _details_by_code(details: dict[tuple[int, str], int]) -> dict[str, dict[str, int]]:
