@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--workload", help="JSONL(.gz) workload file (default: the packaged one)")
     source.add_argument("--source", help="build the workload from online_retail.csv.gz instead")
+    parser.add_argument("--catalog", help="with --source: keep only this catalog's items (CSV, item_id)")
+    parser.add_argument("--interactions", help="with --source: users from these events (CSV, user_id)")
     parser.add_argument("--mix", help="re-weight kinds, e.g. text=0.5,user=0.25,history=0.25")
     parser.add_argument("--p99-target-ms", type=float, default=100.0,
                         help="ramp: a step is sustained while p99 <= this (default %(default)s)")
@@ -151,10 +153,12 @@ class PhaseRunner:
 
 
 def _workload(args: argparse.Namespace) -> Workload:
+    if (args.catalog or args.interactions) and not args.source:
+        raise WorkloadError("--catalog and --interactions go with --source")
     if args.source:
-        from clients.loadtest.retail import build_retail_workload
+        from clients.loadtest.retail import build_retail_workload, known_ids
 
-        workload = build_retail_workload(args.source, seed=args.seed)
+        workload = build_retail_workload(args.source, seed=args.seed, **known_ids(args))
     elif args.workload:
         workload = load_workload(args.workload)
     else:

@@ -6,7 +6,9 @@ quantities, empty descriptions, non-product codes (POST, M, DOT, BANK CHARGES, .
 rows without a customer. Purchases inside one invoice share a timestamp, so their order is a
 seeded shuffle, never file order.
 
-    python -m clients.loadtest.retail SOURCE.csv.gz OUT.jsonl.gz   # rebuilds the default file
+    python -m clients.loadtest.retail SOURCE.csv.gz OUT.jsonl.gz \
+        --catalog export/demo/catalog.csv.gz --interactions export/demo/interactions.csv.gz
+rebuilds the default file: items limited to the demo catalog, users to its customers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
-from clients.loadtest.workload import DEFAULT_MIX, Workload, save_workload
+from clients.loadtest.workload import DEFAULT_MIX, Workload, WorkloadError, save_workload
 from protos import recommender_pb2 as pb
 
 # Product codes are five digits with an optional letter suffix (85123A); the rest are fees.
@@ -51,18 +53,39 @@ def read_purchases(csv_path: Path, seed: int = 0) -> tuple[dict[str, str], dict[
     return {code: counts.most_common(1)[0][0] for code, counts in names.items()}, histories
 
 
+def read_ids(path: str | Path, column: str) -> set[str]:
+    """The values of `column` in a CSV (plain or .gz): item_id of a catalog, user_id of events."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if column not in (reader.fieldnames or []):
+            raise WorkloadError(f"{path} has no {column!r} column")
+        return {row[column].strip() for row in reader}
+
+
 def build_retail_workload(csv_path: str | Path, *, n_text: int = 3000, n_users: int = 1000,
                           n_histories: int = 400, k: int = 10, seed: int = 0,
-                          mix: Mapping[str, float] = DEFAULT_MIX) -> Workload:
+                          mix: Mapping[str, float] = DEFAULT_MIX,
+                          known_items: set[str] | None = None,
+                          known_users: set[str] | None = None) -> Workload:
     """Text queries from product names (whole or a 2-3 word fragment), user requests from
-    customer ids, history requests from windows of 3-20 consecutive purchases of a customer."""
+    customer ids, history requests from windows of 3-20 consecutive purchases of a customer.
+
+    `known_items` (a catalog's ids) keeps only those items, in names and in histories, so no
+    request names an item the server does not have; `known_users` draws user requests only
+    from users the server has interactions for."""
     names, histories = read_purchases(Path(csv_path), seed)
+    if known_items is not None:
+        names = {code: name for code, name in names.items() if code in known_items}
+        histories = {c: _without_repeats([i for i in h if i in known_items]) for c, h in histories.items()}
     rng = random.Random(seed)
     by_kind: dict[str, list[pb.RecommendRequest]] = {"text": [], "user": [], "history": []}
     for name in rng.sample(sorted(set(names.values())), min(n_text, len(set(names.values())))):
         by_kind["text"].append(pb.RecommendRequest(query=_query_from_name(name, rng), k=k))
     customers = sorted(histories)
-    for customer in rng.sample(customers, min(n_users, len(customers))):
+    users = [c for c in customers if known_users is None or c in known_users]
+    for customer in rng.sample(users, min(n_users, len(users))):
         by_kind["user"].append(pb.RecommendRequest(user_id=customer, k=k))
     long_enough = [c for c in customers if len(histories[c]) >= 3]
     for customer in rng.sample(long_enough, min(n_histories, len(long_enough))):
@@ -71,7 +94,8 @@ def build_retail_workload(csv_path: str | Path, *, n_text: int = 3000, n_users: 
     for kind, members in by_kind.items():
         requests += members
         weights += [mix.get(kind, 0.0) / len(members)] * len(members) if members else []
-    return Workload.of(requests, weights, f"Online Retail ({Path(csv_path).name}, seed {seed})")
+    scope = "" if known_items is None and known_users is None else ", restricted to a catalog"
+    return Workload.of(requests, weights, f"Online Retail ({Path(csv_path).name}, seed {seed}{scope})")
 
 
 def _query_from_name(name: str, rng: random.Random) -> str:
@@ -95,13 +119,21 @@ def _without_repeats(codes: list[str]) -> list[str]:
     return [c for i, c in enumerate(codes) if i == 0 or c != codes[i - 1]]
 
 
+def known_ids(args: argparse.Namespace) -> dict[str, set[str] | None]:
+    """known_items / known_users from --catalog / --interactions, when given."""
+    return {"known_items": read_ids(args.catalog, "item_id") if args.catalog else None,
+            "known_users": read_ids(args.interactions, "user_id") if args.interactions else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="derive a load-test workload from Online Retail")
     parser.add_argument("source", help="online_retail.csv.gz")
     parser.add_argument("out", help="workload file to write (.jsonl or .jsonl.gz)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--catalog", help="keep only this catalog's items (CSV with item_id)")
+    parser.add_argument("--interactions", help="draw users from these events (CSV with user_id)")
     args = parser.parse_args(argv)
-    workload = build_retail_workload(args.source, seed=args.seed)
+    workload = build_retail_workload(args.source, seed=args.seed, **known_ids(args))
     save_workload(workload, args.out)
     print(f"{args.out}: {workload.summary()}")
     return 0

@@ -135,7 +135,8 @@ def test_unreachable_server_stops_before_starting(dead_target, tmp_path, capsys)
 
 @pytest.mark.parametrize("flags", [["--ramp", "100:50:10"], ["--rate", "-5"],
                                    ["--rate", "10", "--mix", "video=1"],
-                                   ["--rate", "10", "--workload", "/nonexistent.jsonl"]])
+                                   ["--rate", "10", "--workload", "/nonexistent.jsonl"],
+                                   ["--rate", "10", "--catalog", "catalog.csv"]])
 def test_usage_mistakes_exit_2(fake_server, tmp_path, flags):
     assert main(["loadtest", "--target", fake_server.target, "--out", str(tmp_path), *flags]) == 2
     assert fake_server.behaviour.calls == []

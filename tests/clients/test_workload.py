@@ -147,3 +147,26 @@ def test_the_documented_format_example_loads_and_the_data_is_attributed(tmp_path
     assert [KINDS[i] for i in workload.kinds] == ["text", "user", "history", "mixed"]
     assert workload.requests[3].filter.exclude_item_ids == ["22632"]
     assert "Daqing Chen" in doc and "CC BY 4.0" in doc
+
+
+def test_default_workload_names_only_items_and_users_of_the_demo_catalog():
+    """A stale default file (demo catalog rebuilt) would make the server refuse its requests."""
+    from export.demo import demo_catalog_path, demo_interactions_path
+
+    from clients.loadtest.retail import read_ids
+
+    items, users = read_ids(demo_catalog_path(), "item_id"), read_ids(demo_interactions_path(), "user_id")
+    workload = default_workload()
+    assert all(set(r.history) <= items for r in workload.requests)
+    assert all(r.user_id in users for r in workload.requests if r.user_id)
+
+
+def test_retail_workload_restricted_to_known_items_and_users(retail_csv):
+    workload = build_retail_workload(retail_csv, n_text=10, n_users=5, n_histories=5,
+                                     known_items={"71053", "22960", "84029G", "85123A"},
+                                     known_users={"13047"})
+    assert {r.user_id for r in workload.requests if r.user_id} == {"13047"}
+    assert all(set(r.history) <= {"71053", "22960", "84029G", "85123A"} for r in workload.requests)
+    texts = {r.query.upper() for r in workload.requests if r.query}
+    assert not any("HAND WARMER" in t or "BUILDING BLOCK" in t for t in texts)
+    assert "restricted" in workload.source
