@@ -183,21 +183,9 @@ def attribute_vocabulary(catalog: Catalog, max_values: int = MAX_VOCAB_VALUES) -
     }
 
 
-def compute_features(
-    interactions: Iterable[Interaction],
-    catalog: Catalog,
-    *,
-    half_life_days: float = 30.0,
-    top_n: int = 50,
-    history_length: int = 50,
-    seed: int = 0,
-    window: int = 5,
-    backward_weight: float = 0.5,
-    event_weights: dict[str, float] | None = None,
-) -> InteractionFeatures:
-    """Feature tables from interactions whose items are in catalog (others are skipped)."""
-    event_weights = dict(DEFAULT_EVENT_WEIGHTS if event_weights is None else event_weights)
-    n_items = len(catalog)
+def _event_columns(interactions: Iterable[Interaction], catalog: Catalog,
+                   event_weights: dict[str, float]):
+    """Known-item events as numpy columns (user code, label, time, weight, is purchase)."""
     user_code: dict[str, int] = {}
     # array.array: 8 bytes an event instead of a Python object each (millions of events).
     codes, labels, stamps = array("q"), array("q"), array("d")
@@ -213,30 +201,15 @@ def compute_features(
         stamps.append(event.timestamp)
         weights.append(event.weight * event_weights.get(event.event, 1.0))
         purchases.append(event.event == "purchase")
-    users = np.frombuffer(codes, dtype=np.int64)
-    labels_a = np.frombuffer(labels, dtype=np.int64)
-    stamps_a = np.frombuffer(stamps, dtype=np.float64)
-    weights_a = np.frombuffer(weights, dtype=np.float64)
-    purchase_a = np.frombuffer(purchases, dtype=np.int8).astype(bool)
+    columns = (np.frombuffer(codes, dtype=np.int64), np.frombuffer(labels, dtype=np.int64),
+               np.frombuffer(stamps, dtype=np.float64), np.frombuffer(weights, dtype=np.float64),
+               np.frombuffer(purchases, dtype=np.int8).astype(bool))
+    return list(user_code), columns, skipped
 
-    user_names = list(user_code)
-    user_hash = np.asarray([zlib.crc32(u.encode("utf-8")) for u in user_names], dtype=np.uint64)
-    keys = tie_break_keys(user_hash[users] if len(users) else user_hash, labels_a, stamps_a, seed)
-    # Sort by user name (not first appearance) so nothing depends on the file's order.
-    user_rank = np.argsort(np.argsort(np.asarray(user_names, dtype=object)))
-    order = np.lexsort((keys, stamps_a, user_rank[users] if len(users) else users))
-    users, labels_a, stamps_a = users[order], labels_a[order], stamps_a[order]
 
-    reference_time = float(stamps_a.max()) if len(stamps_a) else 0.0
-    decay = 0.5 ** ((reference_time - stamps_a) / (half_life_days * _DAY))
-    popularity = np.bincount(labels_a, weights=weights_a[order] * decay, minlength=n_items)
-    top = popularity.max() if n_items and len(labels_a) else 0.0
-    popularity = (popularity / top if top > 0 else popularity).astype(np.float32)
-    popularity_count = np.bincount(labels_a[purchase_a[order]],
-                                   minlength=n_items).astype(np.int64)
-
-    cooccurrence = cooccurrence_matrix(users, labels_a, n_items, window=window,
-                                       backward_weight=backward_weight, top_n=top_n)
+def _user_histories(user_names: list[str], users: np.ndarray, labels: np.ndarray,
+                    stamps: np.ndarray, history_length: int):
+    """Per user, the last history_length labels and times of the (user, time)-sorted events."""
     history, history_ts = {}, {}
     if len(users):
         starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
@@ -244,8 +217,46 @@ def compute_features(
         for start, end in zip(starts.tolist(), ends.tolist()):
             first = max(start, end - history_length)
             name = user_names[users[start]]
-            history[name] = labels_a[first:end].copy()
-            history_ts[name] = stamps_a[first:end].copy()
+            history[name] = labels[first:end].copy()
+            history_ts[name] = stamps[first:end].copy()
+    return history, history_ts
+
+
+def compute_features(
+    interactions: Iterable[Interaction],
+    catalog: Catalog,
+    *,
+    half_life_days: float = 30.0,
+    top_n: int = 50,
+    history_length: int = 50,
+    seed: int = 0,
+    window: int = 5,
+    backward_weight: float = 0.5,
+    event_weights: dict[str, float] | None = None,
+) -> InteractionFeatures:
+    """Feature tables from interactions whose items are in catalog (others are skipped)."""
+    event_weights = dict(DEFAULT_EVENT_WEIGHTS if event_weights is None else event_weights)
+    n_items = len(catalog)
+    user_names, (users, labels, stamps, weights, purchases), skipped = \
+        _event_columns(interactions, catalog, event_weights)
+
+    user_hash = np.asarray([zlib.crc32(u.encode("utf-8")) for u in user_names], dtype=np.uint64)
+    keys = tie_break_keys(user_hash[users], labels, stamps, seed)
+    # Sort by user name (not first appearance) so nothing depends on the file's order.
+    user_rank = np.argsort(np.argsort(np.asarray(user_names, dtype=object)))
+    order = np.lexsort((keys, stamps, user_rank[users]))
+    users, labels, stamps = users[order], labels[order], stamps[order]
+    weights, purchases = weights[order], purchases[order]
+
+    reference_time = float(stamps.max()) if len(stamps) else 0.0
+    decay = 0.5 ** ((reference_time - stamps) / (half_life_days * _DAY))
+    popularity = np.bincount(labels, weights=weights * decay, minlength=n_items)
+    top = popularity.max() if len(popularity) else 0.0
+    popularity = (popularity / top if top > 0 else popularity).astype(np.float32)
+    popularity_count = np.bincount(labels[purchases], minlength=n_items).astype(np.int64)
+    cooccurrence = cooccurrence_matrix(users, labels, n_items, window=window,
+                                       backward_weight=backward_weight, top_n=top_n)
+    history, history_ts = _user_histories(user_names, users, labels, stamps, history_length)
     return InteractionFeatures(
         popularity=popularity, popularity_count=popularity_count, cooccurrence=cooccurrence,
         user_history=history, user_history_ts=history_ts,
@@ -254,6 +265,6 @@ def compute_features(
         parameters={"top_n": top_n, "history_length": history_length, "seed": seed,
                     "window": window, "backward_weight": backward_weight,
                     "event_weights": event_weights},
-        counts={"interactions": int(len(labels_a)), "users": len(user_names),
+        counts={"interactions": int(len(labels)), "users": len(user_names),
                 "skipped_unknown_items": skipped, "cooccurrence_nnz": int(cooccurrence.nnz)},
     )

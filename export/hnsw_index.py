@@ -58,12 +58,16 @@ def build_index(
 
 
 def exact_kth_scores(vectors: np.ndarray, queries: np.ndarray, k: int,
-                     exclude: np.ndarray | None = None, block: int = 2048) -> np.ndarray:
+                     exclude: np.ndarray | None = None,
+                     block_bytes: int = 64 << 20) -> np.ndarray:
     """The k-th highest inner product per query, by brute force (blocked matmul).
 
     exclude[i] is a row of vectors not to count for query i (the query item itself).
+    Queries go in blocks whose score matrix stays under block_bytes (at 1M items a
+    1000-query score matrix alone would be 4 GB).
     """
     k = min(k, len(vectors) - (exclude is not None))
+    block = max(1, block_bytes // (4 * max(1, len(vectors))))
     out = np.empty(len(queries), dtype=np.float32)
     for start in range(0, len(queries), block):
         scores = queries[start:start + block] @ vectors.T
