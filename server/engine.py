@@ -14,7 +14,6 @@ import numpy as np
 
 from export.settings import RecserveSettings, settings_config
 from server.batching.batcher import EmbedTiming, TokenBudgetBatcher
-from server.errors import InvalidRequest
 from server.metrics import ServerMetrics
 from server.ranking.features import COLUMN, RankingContext, compute_features
 from server.ranking.scorer import contributions, reason, select, weight_vector
@@ -88,10 +87,10 @@ class RecommendationEngine:
             user = self.bundle.users.get(request.user_id)
             labels, disliked = user.labels, user.disliked
         if request.history:
-            unknown = [i for i in request.history if i not in label_of]
-            if unknown:
-                raise InvalidRequest(f"unknown item ids in history: {', '.join(unknown[:5])}")
-            given = np.fromiter((label_of[i] for i in request.history), np.int64, len(request.history))
+            # Ids the catalog does not know (removed, or newer than the bundle) are skipped:
+            # one stale id should not fail a caller's whole request.
+            known = [label_of[i] for i in request.history if i in label_of]
+            given = np.asarray(known, dtype=np.int64)
             labels = np.concatenate([labels, given])[-self.bundle.users.history_length:]
         return labels, disliked
 

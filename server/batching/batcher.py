@@ -44,8 +44,10 @@ class BatcherConfig(RecserveSettings):
     """Most padded tokens (batch size x bucket length) in one batch."""
     max_wait_us: int = 500
     """Longest the oldest queued text waits for its batch to fill once the worker is free."""
-    max_queue: int = 2048
-    """Texts admitted but not yet in inference; beyond this, requests are refused at once."""
+    max_queue: int = 256
+    """Texts admitted but not yet in inference; beyond this, requests are refused at once.
+
+    About half a second of work at CPU throughput: a longer queue only adds latency."""
     cache_size: int = 20000
     """Query embeddings kept in the LRU cache (0 disables it)."""
     inference_timeout_s: float = 30.0
