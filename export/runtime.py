@@ -32,6 +32,8 @@ class RuntimeConfig(RecserveSettings):
     """Where TensorRT keeps built engines; empty = <bundle>/.trt-cache is not used, a temp dir."""
     device_id: int = 0
     """GPU ordinal for the CUDA and TensorRT providers."""
+    io_binding: Literal["auto", "on", "off"] = "auto"
+    """ORT IO binding: auto = on for the GPU providers, off on CPU."""
 
 
 def _trt_profile(buckets: Sequence[int], max_batch: int, names: Sequence[str]) -> dict[str, str]:
@@ -73,6 +75,15 @@ def select_providers(
     return chosen
 
 
+def needs_exact_int8_path(quantization: dict | None, flags: set[str] | None = None) -> bool:
+    """True for signed-int8 weights on an x86 CPU without VNNI (where u8s8 can saturate)."""
+    if not quantization or quantization.get("weight_type") != "s8":
+        return False
+    from export.precision import cpu_flags, detect_int8_target
+
+    return detect_int8_target(cpu_flags() if flags is None else flags) in ("avx2", "avx512")
+
+
 def _graph_input_names(model_path: Path) -> list[str]:
     import onnx
 
@@ -90,7 +101,9 @@ class EncoderRuntime:
         *,
         max_batch: int = 64,
         buckets: Sequence[int] = DEFAULT_BUCKETS,
+        quantization: dict | None = None,
     ) -> None:
+        """quantization: the encoder manifest's "quantization" section (None for fp32/fp16)."""
         config = config or RuntimeConfig()
         model_path = Path(model_path)
         if not model_path.is_file():
@@ -100,8 +113,10 @@ class EncoderRuntime:
         options.intra_op_num_threads = config.intra_op_threads or usable_cpus()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Quantized models: keep the x64 int8 kernels on the exact (non-saturating) path.
-        options.add_session_config_entry("session.x64quantprecision", "1")
+        if needs_exact_int8_path(quantization):
+            # Signed int8 weights on AVX2/AVX512 without VNNI: u8*s8 pairs saturate the 16-bit
+            # intermediate (vpmaddubsw); this ORT option takes the exact, slower kernels.
+            options.add_session_config_entry("session.x64quantprecision", "1")
         available = ort.get_available_providers()
         input_names = _graph_input_names(model_path) if "TensorrtExecutionProvider" in available \
             else ("input_ids", "attention_mask")
@@ -115,8 +130,21 @@ class EncoderRuntime:
         self.provider = self.session.get_providers()[0]
         self.dim = int(self.session.get_outputs()[0].shape[-1])
         self.threads = options.intra_op_num_threads
+        # On CUDA, IO binding lets ORT copy inputs once and skips per-run output allocation.
+        self.io_binding = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") \
+            if config.io_binding == "auto" else config.io_binding == "on"
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Embeddings for one padded batch; extra feed keys the model lacks are ignored."""
+        if self.io_binding:
+            return self._run_bound(feeds)
         inputs = {name: feeds[name] for name in self.input_names}
         return self.session.run(["sentence_embedding"], inputs)[0]
+
+    def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        binding = self.session.io_binding()
+        for name in self.input_names:
+            binding.bind_cpu_input(name, np.ascontiguousarray(feeds[name]))
+        binding.bind_output("sentence_embedding", "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]

@@ -76,7 +76,8 @@ class ServedBundle:
         for required in (MODEL_FILE, ITEMS_DB, INDEX_FILE):
             if not (path / required).exists():
                 raise BundleError(f"{path} is not a complete bundle: {required} is missing")
-        runtime = EncoderRuntime(path / MODEL_FILE, runtime_config or RuntimeConfig())
+        runtime = EncoderRuntime(path / MODEL_FILE, runtime_config or RuntimeConfig(),
+                                 quantization=(manifest.get("encoder") or {}).get("quantization"))
         tokenizer = TextTokenizer(path / TOKENIZER_DIR, encoder_max_length(manifest))
         store = ItemStore.open(path / ITEMS_DB, readonly=True)
         try:

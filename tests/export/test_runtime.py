@@ -36,3 +36,25 @@ def test_usable_cpus_is_within_affinity():
     import os
 
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_exact_int8_path_only_for_signed_weights_without_vnni():
+    from export.runtime import needs_exact_int8_path
+
+    s8 = {"weight_type": "s8"}
+    assert needs_exact_int8_path(s8, {"avx2"}) is True
+    assert needs_exact_int8_path(s8, {"avx2", "avx512bw"}) is True
+    assert needs_exact_int8_path(s8, {"avx2", "avx512_vnni"}) is False
+    assert needs_exact_int8_path({"weight_type": "u8"}, {"avx2"}) is False
+    assert needs_exact_int8_path(None, {"avx2"}) is False
+
+
+def test_io_binding_path_gives_the_same_vectors(tiny_onnx_dir):
+    from export.tokenization import pad_batch
+
+    tokenizer = TextTokenizer(tiny_onnx_dir / "tokenizer", max_length=128)
+    feeds = pad_batch(tokenizer.encode(["red lantern", "a much longer product description"]), 16)
+    plain = EncoderRuntime(tiny_onnx_dir / "model.onnx", RuntimeConfig(io_binding="off"))
+    bound = EncoderRuntime(tiny_onnx_dir / "model.onnx", RuntimeConfig(io_binding="on"))
+    assert bound.io_binding and not plain.io_binding
+    np.testing.assert_allclose(bound.run(feeds), plain.run(feeds), atol=1e-6)
