@@ -61,8 +61,9 @@ class RoundReport:
 class ServerProcess:
     """`recserve serve` on a free port, output to a log file, killed with SIGKILL."""
 
-    def __init__(self, bundle: Path, live_dir: Path, log_path: Path) -> None:
+    def __init__(self, bundle: Path, live_dir: Path, log_path: Path, env: dict | None = None) -> None:
         self.bundle, self.live_dir, self.log_path = bundle, live_dir, log_path
+        self.env = SERVER_ENV if env is None else env
 
     def start(self, timeout_s: float = 120.0) -> tuple[subprocess.Popen, int, float]:
         started = time.perf_counter()
@@ -73,7 +74,7 @@ class ServerProcess:
              "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1",
              "--live-dir", str(self.live_dir), "--log-level", "INFO"],
             stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", **SERVER_ENV},
+            env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
             cwd=Path(__file__).resolve().parents[1])
         log.close()
         deadline = time.monotonic() + timeout_s
