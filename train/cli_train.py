@@ -21,6 +21,10 @@ from export.errors import InvalidInput
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", required=True, help="catalog file (csv/jsonl/parquet)")
     parser.add_argument("--interactions", required=True, help="interaction file (csv/jsonl/parquet)")
+    parser.add_argument("--queries",
+                        help="optional file of natural-language queries and the item taken "
+                             "after each (columns query, item_id, timestamp)")
+    parser.add_argument("--query-columns", help="FIELD=COLUMN,... for the query file")
     parser.add_argument("--base", default="default",
                         help="encoder folder to start from, or 'default' (the shipped MiniLM)")
     parser.add_argument("--out", required=True, help="folder for the fine-tuned model")
@@ -77,12 +81,13 @@ def _output_folder(out: Path, overwrite: bool) -> Path:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from export.catalog import CatalogColumns, InteractionColumns
+    from export.catalog import CatalogColumns, InteractionColumns, ValidationReport
     from export.onnx_export import resolve_model_path
     from export.settings import load_settings
     from train.config import TrainingConfig
     from train.data import load_training_data
     from train.finetune import fine_tune, make_pair_sets
+    from train.queries import QueryColumns, read_query_pairs
     from train.report import epoch_line, iso, training_record, write_record
 
     console = Console(stderr=True)
@@ -107,7 +112,14 @@ def run(args: argparse.Namespace) -> int:
             catalog_columns=CatalogColumns.parse(args.catalog_columns),
             interaction_columns=InteractionColumns.parse(args.interaction_columns),
             text_attributes=attributes, seed=config.seed, strict=args.strict)
-        pairs = make_pair_sets(data, config)
+        query_pairs = []
+        if args.queries:
+            data.reports["queries"] = ValidationReport(args.queries, args.strict)
+            label_of = {item_id: i for i, item_id in enumerate(data.items.item_ids)}
+            query_pairs = read_query_pairs(args.queries, label_of,
+                                           QueryColumns.parse(args.query_columns),
+                                           data.reports["queries"])
+        pairs = make_pair_sets(data, config, query_pairs)
     for report in data.reports.values():
         console.print(report.summary())
     console.print(

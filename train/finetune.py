@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from export.cpus import usable_cpus
 from export.errors import InvalidInput
 from train.batches import distinct_target_batches
 from train.config import TrainingConfig
@@ -24,6 +25,7 @@ from train.data import TrainingData
 from train.encoding import encode_texts
 from train.negatives import mine_hard_negatives
 from train.pairs import Pair, build_pairs, epoch_slice, query_text, validation_cutoff
+from train.queries import split_query_pairs
 from train.validation import ValidationResult, validate
 
 
@@ -62,7 +64,10 @@ class TrainingRun:
     seconds: float = 0.0
 
 
-def make_pair_sets(data: TrainingData, config: TrainingConfig) -> PairSets:
+def make_pair_sets(data: TrainingData, config: TrainingConfig,
+                   query_pairs: Sequence[Pair] = ()) -> PairSets:
+    """History pairs (and natural-language query pairs, if given) on either side of the
+    split; each kind is shuffled with its own seeded order, then the two are interleaved."""
     events = data.events
     cutoff = config.split_time if config.split_time is not None else \
         validation_cutoff(events, config.validation_fraction)
@@ -73,6 +78,11 @@ def make_pair_sets(data: TrainingData, config: TrainingConfig) -> PairSets:
                              history_cap=config.item_query_history,
                              per_user=config.validation_pairs_per_user, seed=config.seed,
                              random_query_length=False)[: config.validation_pairs]
+    if query_pairs:
+        train_pool = _interleave(train_pool, split_query_pairs(list(query_pairs), end=cutoff,
+                                                               seed=config.seed), config.seed)
+        validation = validation + split_query_pairs(list(query_pairs), start=cutoff,
+                                                    limit=config.validation_pairs, seed=config.seed)
     if len(train_pool) < 2:
         raise InvalidInput(f"only {len(train_pool)} training pairs before the split; need more "
                            "interactions or a later --split-time")
@@ -83,6 +93,14 @@ def make_pair_sets(data: TrainingData, config: TrainingConfig) -> PairSets:
     # An item first listed after the split is unknown at training time: never a negative.
     negative_pool = np.isnan(created) | (created < cutoff)
     return PairSets(cutoff, train_pool, validation, negative_pool)
+
+
+def _interleave(first: list[Pair], second: list[Pair], seed: int) -> list[Pair]:
+    """Both lists, mixed in a seeded random order that keeps each list's own order."""
+    from_second = np.zeros(len(first) + len(second), dtype=bool)
+    from_second[np.random.default_rng([seed, 2]).permutation(len(from_second))[: len(second)]] = True
+    a, b = iter(first), iter(second)
+    return [next(b) if flag else next(a) for flag in from_second]
 
 
 def _seed_everything(seed: int) -> None:
@@ -213,8 +231,7 @@ def fine_tune(data: TrainingData, config: TrainingConfig, base: Path, out: Path,
     import torch
 
     started = time.perf_counter()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads or usable_cpus())
     _seed_everything(config.seed)
     pairs = pairs or make_pair_sets(data, config)
     model = SentenceTransformer(str(base), device=config.device)

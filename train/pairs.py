@@ -32,6 +32,7 @@ class Pair:
     query_items: int          # how many of `history` make the query text
     target: int               # item label of the next item
     timestamp: float          # the target event's time
+    text: str | None = None   # a natural-language query instead of a history (queries.py)
 
     @property
     def window(self) -> tuple[int, ...]:
@@ -51,7 +52,9 @@ def validation_cutoff(events: EventSequences, validation_fraction: float) -> flo
 
 def query_text(pair: Pair, item_texts: Sequence[str]) -> str:
     """The query side: the texts of the pair's history window, newest first (truncation
-    at the model's max length drops the oldest)."""
+    at the model's max length drops the oldest), or the pair's own query text."""
+    if pair.text is not None:
+        return pair.text
     return QUERY_SEPARATOR.join(item_texts[label] for label in pair.window)
 
 

@@ -22,9 +22,11 @@ def epoch_line(record: EpochRecord, epochs: int) -> str:
     head = "before training" if record.epoch == 0 else f"epoch {record.epoch}/{epochs}"
     train = "" if record.train_loss is None else \
         f"train loss {record.train_loss:.4f} ({record.steps} steps, {record.pairs} pairs) | "
+    searches = "" if v.recall_queries is None else \
+        f" | queries: Recall@{v.k} {v.recall_queries:.4f}, NDCG@{v.k} {v.ndcg_queries:.4f}"
     return (f"{head}: {train}validation loss {v.loss:.4f} | Recall@{v.k} history-text "
             f"{v.recall_text:.4f}, item-vectors {v.recall_items:.4f} | NDCG@{v.k} "
-            f"{v.ndcg_text:.4f}, {v.ndcg_items:.4f} | {record.seconds:.0f}s")
+            f"{v.ndcg_text:.4f}, {v.ndcg_items:.4f}{searches} | {record.seconds:.0f}s")
 
 
 def training_record(run: TrainingRun, *, base: Path, catalog: str, interactions: str,
@@ -45,6 +47,8 @@ def training_record(run: TrainingRun, *, base: Path, catalog: str, interactions:
             "cutoff_iso": iso(pairs.cutoff),
             "train_pool_pairs": len(pairs.train_pool),
             "validation_pairs": len(pairs.validation),
+            "train_query_pairs": sum(p.text is not None for p in pairs.train_pool),
+            "validation_query_pairs": sum(p.text is not None for p in pairs.validation),
             "negative_pool_items": int(pairs.negative_pool.sum()),
         },
         "config": run.config.model_dump(),

@@ -27,13 +27,16 @@ from train.pairs import Pair, query_text
 
 @dataclass
 class ValidationResult:
-    pairs: int
+    pairs: int                   # history pairs (the figures below but *_queries)
     k: int
-    loss: float
+    loss: float                  # over history and query pairs together
     recall_text: float
     ndcg_text: float
     recall_items: float
     ndcg_items: float
+    query_pairs: int = 0         # natural-language query pairs, where the data has them
+    recall_queries: float | None = None
+    ndcg_queries: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -97,12 +100,18 @@ def validate(model, loss_fn, pairs: Sequence[Pair], item_texts: Sequence[str], *
     queries = encode_texts(model, [query_text(p, item_texts) for p in pairs],
                            batch_size=batch_size * 2, progress=progress,
                            description="validation: queries")
-    recall_text, ndcg_text = recall_and_ndcg(target_ranks(queries, items, pairs), k)
-    centroids = history_vectors(pairs, items, half_life_events)
-    recall_items, ndcg_items = recall_and_ndcg(target_ranks(centroids, items, pairs), k)
+    is_history = np.asarray([p.text is None for p in pairs], dtype=bool)
+    history = [p for p in pairs if p.text is None]
+    searches = [p for p in pairs if p.text is not None]
+    recall_text, ndcg_text = recall_and_ndcg(target_ranks(queries[is_history], items, history), k)
+    centroids = history_vectors(history, items, half_life_events)
+    recall_items, ndcg_items = recall_and_ndcg(target_ranks(centroids, items, history), k)
     result = ValidationResult(
-        pairs=len(pairs), k=k, loss=validation_loss(loss_fn, queries, items, pairs, batch_size),
+        pairs=len(history), k=k, loss=validation_loss(loss_fn, queries, items, pairs, batch_size),
         recall_text=recall_text, ndcg_text=ndcg_text,
-        recall_items=recall_items, ndcg_items=ndcg_items,
+        recall_items=recall_items, ndcg_items=ndcg_items, query_pairs=len(searches),
     )
+    if searches:
+        result.recall_queries, result.ndcg_queries = recall_and_ndcg(
+            target_ranks(queries[~is_history], items, searches), k)
     return result, items

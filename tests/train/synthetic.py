@@ -77,3 +77,27 @@ def write_shop(directory: Path, n_users: int = 80, seed: int = 0) -> tuple[Path,
     catalog = write_csv_gz(directory / "catalog.csv.gz", items())
     events = write_csv_gz(directory / "interactions.csv.gz", interactions(n_users, seed))
     return catalog, events
+
+
+FAMILY_WORDS = ["candlelight", "coffee", "tote", "sofa", "time", "birthday", "lighting", "pictures"]
+COLOUR_WORDS = ["crimson", "navy", "emerald", "cream", "rose", "ebony"]
+
+
+def queries(seed: int = 0) -> list[dict]:
+    """Search-log rows in the customers' words ('crimson candlelight'; no title word in
+    common with the item, so only training can connect them), over the same year."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for it in items():
+        if it["item_id"] == FUTURE_ITEM:
+            continue
+        words = f"{COLOUR_WORDS[COLOURS.index(it['title'].split()[0])]} " \
+                f"{FAMILY_WORDS[FAMILIES.index(it['family'])]}"
+        for _ in range(4):
+            when = START + dt.timedelta(days=int(rng.integers(0, DAYS)))
+            rows.append({"search_terms": f"something {words}", "item_id": it["item_id"],
+                         "ts": _iso(when)})
+    rows.append({"search_terms": "", "item_id": "10000", "ts": _iso(START)})           # empty
+    rows.append({"search_terms": "a gift", "item_id": "nope", "ts": _iso(START)})      # unknown
+    rows.append({"search_terms": "a gift", "item_id": "10000", "ts": "yesterday-ish"})  # bad time
+    return rows
