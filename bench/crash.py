@@ -39,7 +39,7 @@ from bench.crash_ledger import CrashWriter, WriterLedger, new_ledgers  # noqa: E
 
 # Frequent snapshots and compactions, so kills also land in the middle of them.
 SERVER_ENV = {"RECSERVE_LIVE_SNAPSHOT_AFTER_WRITES": "40", "RECSERVE_LIVE_SNAPSHOT_INTERVAL_S": "1",
-              "RECSERVE_LIVE_COMPACTION_DELETED_SHARE": "0.05", "RECSERVE_LIVE_COMPACTION_MIN_DELETED": "10"}
+              "RECSERVE_LIVE_COMPACTION_DELETED_SHARE": "0.01", "RECSERVE_LIVE_COMPACTION_MIN_DELETED": "10"}
 RECALL_QUERIES = 200
 
 
@@ -317,6 +317,9 @@ def main() -> int:
           f"min recall@10 {min(r.recall_at_10 for r in reports):.3f}, "
           f"median restart {np.median([r.restart_s for r in reports]):.2f}s, "
           f"{len(failed)} rounds with problems, {time.perf_counter() - started:.0f}s; work dir {work}")
+    log = (work / "server.log").read_text()
+    print(f"server log: {log.count('snapshot snapshot-')} snapshots written, "
+          f"{log.count('restored snapshot')} restarts from a snapshot, {log.count('index compacted')} compactions")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in reports], indent=1))
     return 1 if failed else 0
