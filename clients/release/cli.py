@@ -72,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
         server_publish_dir=args.server_publish_dir, force=args.force,
         max_regression=(DEFAULT_MAX_REGRESSION if args.max_regression is None
                         else args.max_regression),
-        probe_users=args.probe_users or DEFAULT_PROBE_USERS, probe_seed=args.probe_seed,
+        probe_users=DEFAULT_PROBE_USERS if args.probe_users is None else args.probe_users,
+        probe_seed=args.probe_seed,
         precision=args.precision, config_file=args.config,
         catalog_columns=args.catalog_columns, interaction_columns=args.interaction_columns,
         timeouts=DeployTimeouts(reload_s=args.reload_timeout), progress=not args.quiet,

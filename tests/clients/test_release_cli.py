@@ -135,3 +135,19 @@ def test_help_lists_the_options(capsys):
     for option in ("--model", "--catalog", "--interactions", "--publish-dir", "--target", "--force",
                    "--max-regression"):
         assert option in text
+
+
+def test_the_documented_exit_codes_are_the_ones_the_command_uses():
+    import re
+    from pathlib import Path
+
+    from clients.release import outcome
+
+    doc = (Path(__file__).parents[2] / "docs" / "RELEASE.md").read_text()
+    table = doc.split("## Exit codes", 1)[1].split("##", 1)[0]
+    documented = {int(code) for code in re.findall(r"^\| (\d) \|", table, flags=re.MULTILINE)}
+    used = {value for name, value in vars(outcome).items() if name.startswith("EXIT_")}
+    assert documented == used == {0, 2, 3, 4, 5, 6}
+    errors = [outcome.BadInput, outcome.VerificationRefused, outcome.QualityRefused,
+              outcome.DeployFailed, outcome.RollbackFailed]
+    assert sorted(e.exit_code for e in errors) == [2, 3, 4, 5, 6]
