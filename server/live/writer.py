@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from server.errors import InvalidRequest, Unavailable
+from server.errors import Unavailable
 from server.live import snapshot
 from server.live.compaction import Compaction, compaction_due
 from server.live.config import LiveConfig
@@ -169,9 +169,9 @@ class LiveWriter:
             if item.future.done():  # the caller gave up before its write was logged
                 continue
             try:
-                self.live.check(item.write, pending)
                 await prepare_upsert(item.write, self.live, self._embed)  # a reload since it was embedded
-            except (InvalidRequest, Unavailable) as exc:
+                self.live.check(item.write, pending)  # last: it records the write's effect in pending
+            except Exception as exc:  # noqa: BLE001 - this write is refused (not logged); the others go on
                 _answer(item, exc=exc)
                 continue
             accepted.append(item)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from protos import recommender_pb2 as pb
@@ -20,14 +21,14 @@ from protos import recommender_pb2_grpc as pb_grpc
 from tests.server.test_live_rpcs import ids_in_group, info, items, start
 
 
-def build_sample_bundle(tiny_onnx_dir, work: Path, n_items: int) -> Path:
+def build_sample_bundle(tiny_onnx_dir, work: Path, n_items: int, **build) -> Path:
     from export.build import build_bundle
     from export.demo import demo_catalog_path, demo_interactions_path
     from tests.server.conftest import _take_sample
 
     catalog, events = _take_sample(Path(demo_catalog_path()), Path(demo_interactions_path()),
                                    work / "data", n_items=n_items)
-    build_bundle(tiny_onnx_dir, catalog, events, work / "bundle", progress=False)
+    build_bundle(tiny_onnx_dir, catalog, events, work / "bundle", progress=False, **build)
     return work / "bundle"
 
 
@@ -129,6 +130,25 @@ async def test_calls_in_flight_during_a_reload_all_succeed(served, other_bundle)
     stop.set()
     await asyncio.gather(*readers)  # any failed call would raise here
     assert set(versions) == {old, new} and versions[-1] == new
+
+
+async def test_live_items_are_re_embedded_when_the_new_bundle_embeds_differently(served, tiny_onnx_dir, tmp_path):
+    from export.item_text import item_text
+
+    server, stub = served
+    long_text = " ".join(f"word{i}" for i in range(200))
+    await stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.Item(
+        item_id="LONG", title="long lantern", text=long_text, attributes={"group": "r5"})]))
+    before = server.state.bundle.index.vectors[server.state.bundle.catalog.label_of["LONG"]].copy()
+    # max_length 16 instead of 128: another encoder fingerprint, so the logged vector is stale
+    shorter = await asyncio.to_thread(build_sample_bundle, tiny_onnx_dir, tmp_path / "short", 100, max_length=16)
+    reloaded = await stub.Reload(pb.ReloadRequest(bundle_path=str(shorter)))
+    assert reloaded.replayed_writes == 1
+    bundle = server.state.bundle
+    after = bundle.index.vectors[bundle.catalog.label_of["LONG"]]
+    embedded = await stub.Embed(pb.EmbedRequest(texts=[item_text("long lantern", long_text, {"group": "r5"})]))
+    assert abs(float(np.dot(embedded.embeddings[0].values, after)) - 1.0) < 1e-4  # the new encoder's vector
+    assert float(np.dot(before, after)) < 0.9999  # not the old one
 
 
 def _serve(bundle: Path, live_dir: Path) -> tuple[subprocess.Popen, int]:
