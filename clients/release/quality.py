@@ -115,7 +115,8 @@ class QualityVerdict:
         if self.current is None:
             return line + " (no published release to compare with)"
         return (f"{line}, {self.current_release} {self.current.recall:.4f} "
-                f"(change {-self.regression:+.4f}, allowed drop {self.max_regression:.4f})")
+                f"(change {self.candidate.recall - self.current.recall:+.4f}, "
+                f"allowed drop {self.max_regression:.4f})")
 
     def to_record(self) -> dict:
         return {
