@@ -259,7 +259,7 @@ class Release:
             self.console.print(f"[red]deploy of {release.name} failed: {reason}; rolling back")
             try:
                 served = deployer.rollback(publish, previous, served_before)
-            except RollbackFailed as failed:
+            except Exception as failed:  # RollbackFailed, or anything unforeseen: report the state
                 raise RollbackFailed(f"deploy of {release.name} failed ({reason}) and rolling back "
                                      f"failed: {failed}", details=self._state(publish, deployer)) from exc
             back_to = previous.name if previous else "no release"
