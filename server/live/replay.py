@@ -19,19 +19,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Awaitable, Callable
 
 import numpy as np
 
 from export.errors import BundleError
+from server.live.embedding import Embed
 from server.live.live_state import LiveState
 from server.live.records import UPSERT, Write
 from server.live.wal import WriteAheadLog
 
 log = logging.getLogger(__name__)
 
-Embed = Callable[[list[str]], Awaitable[np.ndarray]]
-_EMBED_CHUNK = 256
 
 
 def build_started_at(manifest: dict) -> float | None:
@@ -80,9 +78,7 @@ async def prepare_upsert(write: Write, live: LiveState, embed: Embed | None) -> 
         return
     if embed is None:
         raise BundleError(f"write {write.seq} was embedded by another encoder and no encoder is at hand")
-    texts = live.item_texts(write.items)
-    parts = [await embed(texts[i:i + _EMBED_CHUNK]) for i in range(0, len(texts), _EMBED_CHUNK)]
-    write.vectors = np.concatenate(parts).astype(np.float32)
+    write.vectors = np.asarray(await embed(live.item_texts(write.items)), dtype=np.float32)
     write.encoder = live.fingerprint
 
 

@@ -14,13 +14,16 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from export.errors import BundleError
 from server.live import snapshot
 from server.live.config import LiveConfig
+from server.live.embedding import EMBED_SLICE, Embed, embedder
 from server.live.live_state import LiveState
 from server.live.records import (DELETE, INTERACTIONS, UPSERT, Event, ItemWrite, Write, validate_events,
                                  validate_item_ids, validate_items)
-from server.live.replay import Embed, bundle_cutoff, replay
+from server.live.replay import bundle_cutoff, replay
 from server.live.wal import WriteAheadLog, fsync_dir
 from server.live.writer import LiveWriter, WriteResult
 from server.serving_state import ServingState
@@ -49,13 +52,6 @@ def _lock(directory: Path):
     fh.write(f"{os.getpid()}\n")
     fh.flush()
     return fh
-
-
-def _embedder(serving: ServingState) -> Embed:
-    async def embed(texts: list[str]):
-        vectors, _ = await serving.batcher.embed(texts)
-        return vectors
-    return embed
 
 
 async def recover(live: LiveState, wal: WriteAheadLog, directory: Path, embed: Embed | None,
@@ -93,7 +89,7 @@ class LiveWrites:
         try:
             wal = WriteAheadLog(directory)
             live = LiveState(serving.bundle, config)
-            replayed = await recover(live, wal, directory, _embedder(serving), strict=False)
+            replayed = await recover(live, wal, directory, embedder(serving), strict=False)
             writer = LiveWriter(wal, directory, config, serving, live, on_swap)
             writer.start(snapshot_soon=replayed > 0)
         except BaseException:
@@ -113,8 +109,11 @@ class LiveWrites:
         items = validate_items(items, self.config)
         received = time.time()
         serving, live = self.writer.serving, self.writer.live
-        vectors, _ = await serving.batcher.embed(live.item_texts(items), deadline)
-        return await self.writer.submit(Write(UPSERT, received, items=items, vectors=vectors,
+        texts = live.item_texts(items)
+        # In slices the admission queue can take (it refuses more texts than it holds at once).
+        parts = [(await serving.batcher.embed(texts[i:i + EMBED_SLICE], deadline))[0]
+                 for i in range(0, len(texts), EMBED_SLICE)]
+        return await self.writer.submit(Write(UPSERT, received, items=items, vectors=np.concatenate(parts),
                                               encoder=live.fingerprint))
 
     async def delete(self, item_ids: list[str]) -> WriteResult:
@@ -130,7 +129,7 @@ class LiveWrites:
     async def prepare(self, serving: ServingState) -> tuple[LiveState, int]:
         """Live state for a newly loaded bundle, caught up with the log as of now."""
         live = LiveState(serving.bundle, self.config)
-        replayed = await recover(live, self.wal, self.directory, _embedder(serving), strict=True)
+        replayed = await recover(live, self.wal, self.directory, embedder(serving), strict=True)
         return live, replayed
 
     async def swap(self, serving: ServingState, live: LiveState) -> int:

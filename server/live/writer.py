@@ -25,6 +25,7 @@ from server.errors import Unavailable
 from server.live import snapshot
 from server.live.compaction import Compaction, compaction_due
 from server.live.config import LiveConfig
+from server.live.embedding import embedder
 from server.live.live_state import LiveState
 from server.live.records import Write
 from server.live.replay import prepare_upsert, replay
@@ -198,8 +199,7 @@ class LiveWriter:
             await asyncio.sleep(0)  # let reads in between writes of a large group
 
     async def _embed(self, texts: list[str]):
-        vectors, _ = await self.serving.batcher.embed(texts)
-        return vectors
+        return await embedder(self.serving)(texts)
 
     def _count_unsnapshotted(self, n: int) -> None:
         if self._unsnapshotted_since is None:
@@ -272,7 +272,7 @@ class LiveWriter:
             await asyncio.gather(self._persisting, return_exceptions=True)
 
     async def _swap(self, serving: ServingState, live: LiveState) -> int:
-        replayed = await replay(live, self.wal, live.last_applied, self._embed_with(serving))
+        replayed = await replay(live, self.wal, live.last_applied, embedder(serving))
         if self._compaction is not None:
             self._compaction.cancel()
             self._compaction = None
@@ -282,13 +282,6 @@ class LiveWriter:
         self._count_unsnapshotted(1)  # the new bundle has no snapshot yet
         self._unsnapshotted_since = 0.0
         return replayed
-
-    @staticmethod
-    def _embed_with(serving: ServingState):
-        async def embed(texts: list[str]):
-            vectors, _ = await serving.batcher.embed(texts)
-            return vectors
-        return embed
 
     def _fail_queued(self, exc: Exception) -> None:
         while not self._queue.empty():

@@ -202,3 +202,11 @@ async def test_a_read_only_server_refuses_writes(small_bundle, tmp_path):
 async def test_one_live_directory_serves_one_server(small_bundle, tmp_path, live_server):
     with pytest.raises(Exception, match="in use by another recserve server"):
         await start(small_bundle, tmp_path / "live")
+
+
+async def test_an_upsert_larger_than_the_admission_queue_is_embedded_in_slices(live_server):
+    server, stub = live_server
+    n = server.configs.batcher.max_queue + 44  # more texts than the batcher admits at once
+    written = await stub.UpsertItems(pb.UpsertItemsRequest(items=items("BULK", n, "g7")))
+    assert written.applied == n
+    assert len(await ids_in_group(stub, "g7", k=1000)) == n
