@@ -103,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
     base = resolve_model_path(args.base)
     out = Path(args.out)
     staging = _output_folder(out, args.overwrite)
-    attributes = [a.strip() for a in args.text_attributes.split(",") if a.strip()] \
-        if args.text_attributes else None
+    # As `recserve build` reads it: absent = all attributes, "" = none.
+    attributes = None if args.text_attributes is None else \
+        [a.strip() for a in args.text_attributes.split(",") if a.strip()]
 
     with console.status("reading catalog and interactions"):
         data = load_training_data(
