@@ -184,6 +184,7 @@ class FineTuner:
         title = f"epoch {epoch}/{c.epochs}"
         task = progress.add_task(title, total=len(batches))
         losses: list[float] = []
+        every = max(1, math.ceil(len(batches) / 10))  # without a terminal: a line per tenth
         for batch in batches:
             columns = [[query_text(p, self.texts) for p in batch], [self.texts[p.target] for p in batch]]
             if negative_of:
@@ -196,7 +197,10 @@ class FineTuner:
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
-            progress.update(task, advance=1, description=f"{title} loss {np.mean(losses[-20:]):.4f}")
+            status = f"{title} loss {np.mean(losses[-20:]):.4f}"
+            progress.update(task, advance=1, description=status)
+            if not progress.console.is_terminal and len(losses) % every == 0:
+                progress.console.print(f"{status} (step {len(losses)}/{len(batches)})")  # logs
         progress.remove_task(task)
         used = sum(len(b) for b in batches)
         return len(batches), used, float(np.mean(losses)) if losses else float("nan")
