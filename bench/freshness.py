@@ -4,11 +4,12 @@
 
 Starts `recserve serve` on the bundle (its own temporary live directory), keeps `--readers`
 closed-loop clients sending Recommend (catalog titles as queries) the whole time, and
-upserts new items one at a time. After each acknowledgement it sends the matching Recommend
+upserts new items one at a time (every reader query is new text: no embedding-cache hits). After each acknowledgement it sends the matching Recommend
 at once, and again until the item is in the answer: freshness is the time from the
 acknowledgement to the answer that contains it. Two matching queries are measured per item:
-its own text with a filter on the new items' collection (deterministic), and its own text
+its title with a filter on the new items' collection (deterministic), and its description
 alone among the whole catalog (what a search box would do; the encoder decides the rank).
+Neither is the exact text the item was embedded from, so no query is an embedding-cache hit.
 Target (issue 5): p99 <= 100 ms under concurrent read load.
 """
 
@@ -28,7 +29,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.crash import ServerProcess  # noqa: E402
-from export.item_text import item_text  # noqa: E402
 from protos import recommender_pb2 as pb  # noqa: E402
 from protos import recommender_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -67,7 +67,8 @@ async def readers_loop(stub, queries: list[str], stop: asyncio.Event, latencies:
     while not stop.is_set():
         started = time.perf_counter()
         try:
-            await stub.Recommend(pb.RecommendRequest(query=queries[n % len(queries)], k=10), timeout=5)
+            # a number makes every query new: no embedding-cache hits, real encoder load
+            await stub.Recommend(pb.RecommendRequest(query=f"{queries[n % len(queries)]} {n}", k=10), timeout=5)
             latencies.append(time.perf_counter() - started)
         except grpc.aio.AioRpcError:
             pass
@@ -96,16 +97,18 @@ async def run(port: int, queries: list[str], upserts: int, readers: int, seconds
             if time.perf_counter() - started > seconds:
                 break
             item = new_item(i, run_id)
-            text = item_text(item.title, item.text, dict(item.attributes))
             sent = time.perf_counter()
             await stub.UpsertItems(pb.UpsertItemsRequest(items=[item]), timeout=10)
             acked = time.perf_counter()
             ack_s.append(acked - sent)
             collection = pb.Filter(attribute_equals={"collection": f"fresh-{run_id}"})
-            found = await first_seen(stub, item, pb.RecommendRequest(query=text, k=10, filter=collection), acked)
+            # Queries differ from the embedded item text (title. text | attributes), so the
+            # batcher's embedding cache, which holds that text now, does not answer them.
+            found = await first_seen(stub, item, pb.RecommendRequest(query=item.title, k=10, filter=collection),
+                                     acked)
             record(filtered_s, found, "filtered")
             acked = time.perf_counter()  # the item is visible already; time a plain text query too
-            record(unfiltered_s, await first_seen(stub, item, pb.RecommendRequest(query=text, k=10), acked),
+            record(unfiltered_s, await first_seen(stub, item, pb.RecommendRequest(query=item.text, k=10), acked),
                    "unfiltered")
         elapsed = time.perf_counter() - started
         stop.set()

@@ -247,13 +247,14 @@ class LiveWriter:
         """Save the index and copy the state now (writes wait); make it durable in the background."""
         await self._wait_persisted()
         live = self.live
+        paused = time.perf_counter()
         folder = await asyncio.to_thread(snapshot.start_draft, self.directory, live.last_applied)
         await asyncio.to_thread(snapshot.save_index, live, folder / "index.hnsw")
         draft = snapshot.capture(live, folder)
         self._unsnapshotted_since, self._unsnapshotted = None, 0
-        self._persisting = asyncio.create_task(self._persist(draft))
+        self._persisting = asyncio.create_task(self._persist(draft, time.perf_counter() - paused))
 
-    async def _persist(self, draft: snapshot.SnapshotDraft) -> None:
+    async def _persist(self, draft: snapshot.SnapshotDraft, paused_s: float) -> None:
         started = time.perf_counter()
         try:
             path = await asyncio.to_thread(snapshot.persist, draft, self.config.keep_snapshots)
@@ -264,8 +265,8 @@ class LiveWriter:
             self._count_unsnapshotted(1)
             return
         self.snapshots_taken += 1
-        log.info("snapshot %s written in %.2fs (%d log records deleted)", path.name,
-                 time.perf_counter() - started, dropped)
+        log.info("snapshot %s written in %.2fs, writes held back %.3fs (%d log records deleted)",
+                 path.name, time.perf_counter() - started, paused_s, dropped)
 
     async def _wait_persisted(self) -> None:
         if self._persisting is not None:
