@@ -1,0 +1,1 @@
+"""`recserve eval`: recommendation quality through the server's own retrieval and ranking."""
