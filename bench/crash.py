@@ -318,7 +318,7 @@ def main() -> int:
           f"median restart {np.median([r.restart_s for r in reports]):.2f}s, "
           f"{len(failed)} rounds with problems, {time.perf_counter() - started:.0f}s; work dir {work}")
     log = (work / "server.log").read_text()
-    print(f"server log: {log.count('snapshot snapshot-')} snapshots written, "
+    print(f"server log: {log.count(' written in ')} snapshots written, "
           f"{log.count('restored snapshot')} restarts from a snapshot, {log.count('index compacted')} compactions")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in reports], indent=1))
