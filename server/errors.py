@@ -33,5 +33,9 @@ class Unauthenticated(RecserveError):
     """Missing or wrong credentials."""
 
 
+class WritesDisabled(RecserveError):
+    """This server serves its bundle read-only and refuses live writes."""
+
+
 class InferenceFailed(RecserveError):
     """The encoder failed on this request's batch (the request fails, the server stays up)."""

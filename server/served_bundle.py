@@ -22,7 +22,7 @@ from export.runtime import EncoderRuntime, RuntimeConfig
 from export.tokenization import TextTokenizer
 from server.batching.backend import EncoderBackend
 from server.ranking.features import FeatureTables
-from server.live.postings import LivePostings
+from server.retrieval.filters import AttributePostings
 from server.retrieval.vector_index import VectorIndex
 from server.users import UserHistories
 
@@ -56,7 +56,7 @@ class ServedBundle:
     backend: EncoderBackend
     catalog: Catalog
     index: VectorIndex
-    postings: LivePostings  # live upserts add and replace attributes
+    postings: AttributePostings  # live upserts add and replace attributes
     tables: FeatureTables
     users: UserHistories
     features: InteractionFeatures
@@ -101,4 +101,4 @@ class ServedBundle:
         log.info("loaded bundle %s: %d items, provider %s", manifest.get("version"),
                  len(catalog), runtime.provider)
         return cls(path, manifest, EncoderBackend(tokenizer, runtime), catalog, index,
-                   LivePostings(catalog.attributes), tables, users, features)
+                   AttributePostings(catalog.attributes), tables, users, features)

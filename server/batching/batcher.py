@@ -72,6 +72,7 @@ class _Pending:
     enqueued: float
     deadline: float
     future: asyncio.Future = field(repr=False)
+    cacheable: bool = True
 
 
 class TokenBudgetBatcher:
@@ -122,29 +123,35 @@ class TokenBudgetBatcher:
     # ---- the API ---------------------------------------------------------------------------
 
     async def embed(
-        self, texts: Sequence[str], deadline: float | None = None
+        self, texts: Sequence[str], deadline: float | None = None, *, cache: bool = True
     ) -> tuple[np.ndarray, EmbedTiming]:
-        """[len(texts), dim] embeddings. deadline is time.monotonic() based (None = no deadline)."""
+        """[len(texts), dim] embeddings. deadline is time.monotonic() based (None = no deadline).
+
+        cache=False (item texts of live upserts): neither read nor fill the query cache, so a
+        bulk upsert does not evict the query embeddings the cache is for.
+        """
         if self.dead_reason is not None:
             raise Unavailable("inference backend is not available")
         now = time.monotonic()
         deadline = float("inf") if deadline is None else deadline
         vectors: list[np.ndarray | None] = [None] * len(texts)
         waits: list[tuple[int, asyncio.Future]] = []
-        new = [t for t in texts if self.cache.get(t) is None and t not in self._in_flight]
+        lookup = self.cache.get if cache else (lambda _text: None)
+        new = [t for t in texts if lookup(t) is None and t not in self._in_flight]
         if self._queued + len(set(new)) > self.config.max_queue:
             self.metrics.rejected.labels("queue_full").inc()
             raise Overloaded("server is at capacity; retry with backoff")
         for i, text in enumerate(texts):
-            cached = self.cache.get(text)
-            if cached is not None:
-                self.metrics.cache_lookups.labels("hit").inc()
-                vectors[i] = cached
-                continue
-            self.metrics.cache_lookups.labels("miss").inc()
+            if cache:
+                cached = self.cache.get(text)
+                if cached is not None:
+                    self.metrics.cache_lookups.labels("hit").inc()
+                    vectors[i] = cached
+                    continue
+                self.metrics.cache_lookups.labels("miss").inc()
             pending = self._in_flight.get(text)
             if pending is None:
-                pending = self._admit(text, now, deadline)
+                pending = self._admit(text, now, deadline, cache)
             else:
                 pending.deadline = max(pending.deadline, deadline)
             waits.append((i, pending.future))
@@ -163,11 +170,11 @@ class TokenBudgetBatcher:
 
     # ---- admission and batch formation -----------------------------------------------------
 
-    def _admit(self, text: str, now: float, deadline: float) -> _Pending:
+    def _admit(self, text: str, now: float, deadline: float, cache: bool) -> _Pending:
         ids = self.backend.tokenize(text)
         bucket = bucket_length(len(ids), self.config.buckets)
         future = asyncio.get_running_loop().create_future()
-        pending = _Pending(text, ids, bucket, now, deadline, future)
+        pending = _Pending(text, ids, bucket, now, deadline, future, cache)
         self._buckets[bucket].append(pending)
         self._in_flight[text] = pending
         self._queued += 1
@@ -257,7 +264,8 @@ class TokenBudgetBatcher:
                     self.metrics.rejected.labels("deadline_in_queue").inc()
                     self._finish(pending, exc=DeadlineExceeded("deadline passed while queued"))
             for pending, vector in zip(live, vectors):
-                self.cache.put(pending.text, vector)
+                if pending.cacheable:
+                    self.cache.put(pending.text, vector)
                 self._finish(pending, result=(vector, EmbedTiming(started - pending.enqueued, encode_s)))
         finally:
             self._running_batches -= 1

@@ -24,7 +24,7 @@ def embedder(serving: ServingState, patience_s: float = 60.0) -> Embed:
             give_up = time.monotonic() + patience_s
             while True:
                 try:
-                    vectors.append((await serving.batcher.embed(texts[i:i + EMBED_SLICE]))[0])
+                    vectors.append((await serving.batcher.embed(texts[i:i + EMBED_SLICE], cache=False))[0])
                     break
                 except Overloaded:
                     if time.monotonic() > give_up:

@@ -111,7 +111,7 @@ class LiveWrites:
         serving, live = self.writer.serving, self.writer.live
         texts = live.item_texts(items)
         # In slices the admission queue can take (it refuses more texts than it holds at once).
-        parts = [(await serving.batcher.embed(texts[i:i + EMBED_SLICE], deadline))[0]
+        parts = [(await serving.batcher.embed(texts[i:i + EMBED_SLICE], deadline, cache=False))[0]
                  for i in range(0, len(texts), EMBED_SLICE)]
         return await self.writer.submit(Write(UPSERT, received, items=items, vectors=np.concatenate(parts),
                                               encoder=live.fingerprint))

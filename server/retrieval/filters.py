@@ -40,6 +40,18 @@ class AttributePostings:
             current = values.get(str(value), np.empty(0, np.int64))
             values[str(value)] = np.append(current, label)
 
+    def remove(self, label: int, attrs: dict[str, str]) -> None:
+        """A changed or deleted item stops matching its old values."""
+        for name, value in attrs.items():
+            values = self._postings.get(name, {})
+            current = values.get(str(value))
+            if current is not None:
+                values[str(value)] = current[current != label]
+
+    def replace(self, label: int, old: dict[str, str], new: dict[str, str]) -> None:
+        self.remove(label, old)
+        self.add(label, new)
+
     def matching(self, name: str, allowed_values: tuple[str, ...], size: int) -> np.ndarray:
         mask = np.zeros(size, dtype=bool)
         values = self._postings.get(name, {})

@@ -18,6 +18,7 @@ from server.errors import (
     Overloaded,
     Unauthenticated,
     Unavailable,
+    WritesDisabled,
 )
 
 STATUS_OF: dict[type[RecserveError], grpc.StatusCode] = {
@@ -31,6 +32,7 @@ STATUS_OF: dict[type[RecserveError], grpc.StatusCode] = {
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     InferenceFailed: grpc.StatusCode.INTERNAL,
     BundleError: grpc.StatusCode.FAILED_PRECONDITION,
+    WritesDisabled: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 INTERNAL_MESSAGE = "internal error"

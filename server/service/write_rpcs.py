@@ -10,8 +10,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
-from export.errors import BundleError
 from protos import recommender_pb2 as pb
+from server.errors import WritesDisabled
 from server.live.records import ItemWrite, event_with_defaults
 from server.live.writer import WriteResult
 
@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 def _live(server: "RecserveServer") -> "LiveWrites":
     if server.live is None:
-        raise BundleError("this server serves its bundle read-only (live.enabled = false): "
-                          "live writes are refused")
+        raise WritesDisabled("this server serves its bundle read-only (live.enabled = false): "
+                             "live writes are refused")
     return server.live
 
 

@@ -180,3 +180,13 @@ async def test_many_texts_in_one_call_keep_their_order():
     for text, vector in zip(texts, vectors):
         np.testing.assert_allclose(vector, expected_vector(text))
     await batcher.stop()
+
+
+async def test_uncached_texts_neither_read_nor_fill_the_cache():
+    backend = FakeBackend()
+    batcher = await started(backend, max_wait_us=0)
+    await batcher.embed(["an item text"], cache=False)
+    await batcher.embed(["an item text"], cache=False)
+    assert backend.seen_texts.count("an item text") == 2
+    assert len(batcher.cache) == 0
+    await batcher.stop()

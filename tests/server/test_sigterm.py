@@ -45,7 +45,7 @@ async def test_sigterm_drains_in_flight_calls_and_exits_zero(small_bundle):
                     started = time.monotonic()
                     try:
                         await stub.RecommendBatch(pb.RecommendBatchRequest(requests=[
-                            pb.RecommendRequest(query=f"query {i} {j} {n} " * 10, k=10) for n in range(96)
+                            pb.RecommendRequest(query=f"query {i} {j} {n} " * 10, k=10) for n in range(48)
                         ]), timeout=10)
                         status = "OK"
                     except grpc.aio.AioRpcError as err:
