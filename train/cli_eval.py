@@ -1,0 +1,141 @@
+"""`recserve eval`: recommendation quality through the server's own retrieval and ranking.
+
+    recserve eval --bundle [NAME=]DIR [--bundle ...] --interactions FILE
+                  [--protocol leave-last-out|time-split] [--cutoff TIME] [--k 10,50]
+                  [--users N] [--baselines popularity,transitions,als] --out DIR
+
+Every bundle is evaluated twice, with its reranker (the manifest's learned weights, else the
+defaults) and with the retrieval score alone. Its interaction tables are recomputed from the
+split's training events first (train/evaluation/training_view.py), so no held-out event
+leaks into a feature. Classical baselines are fitted on the same training events. Writes
+results.json, results.md and results.png into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from export.errors import InvalidInput
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bundle", action="append", default=[], metavar="[NAME=]DIR",
+                        help="bundle to evaluate (repeatable); NAME labels its rows")
+    parser.add_argument("--interactions", required=True, help="the full interaction log")
+    parser.add_argument("--interaction-columns", help="FIELD=COLUMN,... for the interaction file")
+    parser.add_argument("--protocol", choices=("leave-last-out", "time-split"),
+                        default="leave-last-out")
+    parser.add_argument("--cutoff", help="time-split: ISO time where the test period starts "
+                                         "(default: the 90th percentile of event times)")
+    parser.add_argument("--k", default="10,50", help="Recall@k cut-offs; NDCG at the smallest")
+    parser.add_argument("--users", type=int, default=2000,
+                        help="test cases sampled with --seed (0 = all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baselines", default="popularity,transitions,als",
+                        help="comma-separated: popularity, transitions, als ('' for none)")
+    parser.add_argument("--out", required=True, help="folder for results.json/.md/.png")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _bundles(specs: list[str]) -> list[tuple[str, Path]]:
+    out = []
+    for spec in specs:
+        name, _, path = spec.rpartition("=")
+        path_ = Path(path)
+        if not (path_ / "manifest.json").is_file():
+            raise InvalidInput(f"--bundle {spec}: {path_} is not a bundle")
+        out.append((name or path_.name, path_))
+    return out
+
+
+def _cases(args, events):
+    from export.tabular import parse_timestamp
+    from train.evaluation.protocol import leave_last_out, time_split
+
+    if args.protocol == "leave-last-out":
+        return leave_last_out(events), None
+    cutoff = parse_timestamp(args.cutoff) if args.cutoff else float(
+        np.quantile(events.timestamps, 0.9))
+    if cutoff is None:
+        raise InvalidInput(f"--cutoff {args.cutoff!r} is not an ISO-8601 time or epoch seconds")
+    return time_split(events, cutoff), cutoff
+
+
+def _baselines(names: list[str], events, training, n_items: int, seed: int) -> list:
+    from train.evaluation import baselines as b
+
+    makers = {"popularity": b.PopularityRecommender, "transitions": b.TransitionRecommender,
+              "als": b.ALSRecommender}
+    unknown = set(names) - set(makers)
+    if unknown:
+        raise InvalidInput(f"unknown baselines {sorted(unknown)}; choose from {sorted(makers)}")
+    out = []
+    for name in names:
+        try:
+            extra = {"seed": seed} if name == "als" else {}
+            out.append(makers[name](events, training, n_items, **extra))
+        except ImportError as exc:  # implicit is optional (the `train` extra)
+            print(f"skipping {name}: {exc} (pip install 'recserve[train]')")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from export.catalog import InteractionColumns
+    from server.served_bundle import ServedBundle
+    from train.evaluation.engine_recommender import RETRIEVAL_ONLY, EngineRecommender, make_engine
+    from train.evaluation.report import markdown_table, write_report
+    from train.evaluation.runner import evaluate, sample_cases
+    from train.evaluation.training_view import (held_out_keys, load_bundle_events,
+                                                training_interactions, with_training_tables)
+
+    bundles = _bundles(args.bundle)
+    if not bundles and not args.baselines.strip():
+        raise InvalidInput("nothing to evaluate: give --bundle and/or --baselines")
+    ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
+    columns = InteractionColumns.parse(args.interaction_columns) \
+        if args.interaction_columns else None
+    started = time.perf_counter()
+    if not bundles:
+        raise InvalidInput("give at least one --bundle (its catalog defines the item labels)")
+    first = ServedBundle.load(bundles[0][1])
+    events = load_bundle_events(first, args.interactions, columns)
+    cases, cutoff = _cases(args, events)
+    if len(cases) == 0:
+        raise InvalidInput("the split has no test cases")
+    chosen = sample_cases(cases, args.users, args.seed)
+    item_ids = first.catalog.item_ids
+    train_events = training_interactions(
+        args.interactions, held_out_keys(events, cases.training_events, item_ids),
+        first.catalog.label_of, columns)
+
+    n_items = len(item_ids)
+    names = [n.strip() for n in args.baselines.split(",") if n.strip()]
+    recommenders = _baselines(names, events, cases.training_events, n_items, args.seed)
+    for name, path in bundles:
+        bundle = first if path == bundles[0][1] else ServedBundle.load(path)
+        if bundle.catalog.item_ids != item_ids:
+            raise InvalidInput(f"bundle {path} has a different catalog from {bundles[0][1]}")
+        bundle = with_training_tables(bundle, train_events)
+        learned = "learned" if bundle.ranker_weights else "default"
+        recommenders.append(EngineRecommender(f"{name} + {learned} reranker", make_engine(bundle)))
+        recommenders.append(EngineRecommender(f"{name} retrieval only",
+                                              make_engine(bundle, RETRIEVAL_ONLY)))
+
+    results = evaluate(recommenders, cases, chosen, recall_ks=ks, ndcg_ks=(ks[0],),
+                       show_progress=not args.quiet)
+    setup = {
+        "protocol": args.protocol, "cutoff": cutoff, "interactions": str(args.interactions),
+        "bundles": {name: str(path) for name, path in bundles},
+        "cases_total": len(cases), "cases_evaluated": int(len(chosen)), "seed": args.seed,
+        "training_events": int(cases.training_events.sum()), "users": len(events.user_ids),
+        "items": n_items, "seconds": round(time.perf_counter() - started, 1),
+    }
+    paths = write_report(results, Path(args.out), setup)
+    print(markdown_table(results))
+    print(f"{len(chosen)} of {len(cases)} cases, {setup['seconds']} s; wrote "
+          + ", ".join(str(p) for p in paths.values()))
+    return 0
