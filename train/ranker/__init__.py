@@ -1,0 +1,1 @@
+"""`recserve train-ranker`: learn the reranker's feature weights from logged interactions."""

@@ -1,0 +1,39 @@
+"""Ranker examples from time slices: tables from the past, fit on a window, validate later.
+
+Events before `fit_start` build the interaction tables (popularity, co-occurrence) the
+features read, so a positive is never explained by its own event. Each event in
+[fit_start, validation_start) is a fit example, each event from validation_start on a
+validation example: the history is everything the user did before it, the target the item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from train.data import EventSequences
+
+
+@dataclass
+class NextItemExample:
+    history: np.ndarray  # item labels, oldest..newest
+    target: int
+
+
+def window_examples(events: EventSequences, start: float, end: float, per_user: int,
+                    limit: int, seed: int) -> list[NextItemExample]:
+    """Up to per_user events per user with start <= time < end (seeded choice), at most limit."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for u in range(len(events.user_ids)):
+        labels, stamps = events.user_events(u)
+        inside = np.flatnonzero((stamps >= start) & (stamps < end))
+        inside = inside[inside > 0]  # a history is needed to retrieve anything
+        if len(inside) > per_user:
+            inside = np.sort(rng.choice(inside, size=per_user, replace=False))
+        out.extend(NextItemExample(labels[:i].copy(), int(labels[i])) for i in inside)
+    if len(out) > limit:
+        keep = np.sort(rng.choice(len(out), size=limit, replace=False))
+        out = [out[i] for i in keep]
+    return out
