@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", default="popularity,transitions,als",
                         help="comma-separated: popularity, transitions, als ('' for none)")
     parser.add_argument("--out", required=True, help="folder for results.json/.md/.png")
+    parser.add_argument("--save-training-events", metavar="FILE",
+                        help="also write the split's training events (csv[.gz]), e.g. for "
+                             "`recserve train-ranker` without the test events")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -90,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
     from train.evaluation.report import markdown_table, write_report
     from train.evaluation.runner import evaluate, sample_cases
     from train.evaluation.training_view import (held_out_keys, load_bundle_events,
-                                                training_interactions, with_training_tables)
+                                                training_interactions, with_training_tables,
+                                                write_interactions)
 
     bundles = _bundles(args.bundle)
     if not bundles and not args.baselines.strip():
@@ -112,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         args.interactions, held_out_keys(events, cases.training_events, item_ids),
         first.catalog.label_of, columns)
 
+    if args.save_training_events:
+        rows = write_interactions(train_events, args.save_training_events)
+        print(f"wrote {rows} training events to {args.save_training_events}")
     n_items = len(item_ids)
     names = [n.strip() for n in args.baselines.split(",") if n.strip()]
     recommenders = _baselines(names, events, cases.training_events, n_items, args.seed)

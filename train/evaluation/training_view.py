@@ -88,3 +88,24 @@ def with_training_tables(bundle: ServedBundle, events: Iterable[Interaction]) ->
     users = UserHistories(features.user_history, features.user_history_ts,
                           history_length=int(parameters.get("history_length", 50)))
     return dataclasses.replace(bundle, tables=tables, users=users, features=features)
+
+
+def write_interactions(events: Iterable[Interaction], path: str | Path) -> int:
+    """Interactions as a csv(.gz) `recserve build` / `train-ranker` read back; returns rows."""
+    import csv
+    import datetime as dt
+    import gzip
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = 0
+    with opener(path, "wt", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["user_id", "item_id", "timestamp", "event", "weight"])
+        for e in events:
+            stamp = dt.datetime.fromtimestamp(e.timestamp, dt.timezone.utc)
+            writer.writerow([e.user_id, e.item_id, stamp.isoformat().replace("+00:00", "Z"),
+                             e.event, e.weight])
+            rows += 1
+    return rows
