@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     n_items = len(item_ids)
     names = [n.strip() for n in args.baselines.split(",") if n.strip()]
     recommenders = _baselines(names, events, cases.training_events, n_items, args.seed)
+    encoders_seen: set = set()
     for name, path in bundles:
         bundle = first if path == bundles[0][1] else ServedBundle.load(path)
         if bundle.catalog.item_ids != item_ids:
@@ -129,8 +130,12 @@ def run(args: argparse.Namespace) -> int:
         bundle = with_training_tables(bundle, train_events)
         learned = "learned" if bundle.ranker_weights else "default"
         recommenders.append(EngineRecommender(f"{name} + {learned} reranker", make_engine(bundle)))
-        recommenders.append(EngineRecommender(f"{name} retrieval only",
-                                              make_engine(bundle, RETRIEVAL_ONLY)))
+        files = bundle.manifest.get("files") or {}
+        encoder = (files.get("model.onnx"), files.get("index.hnsw"))
+        if encoder not in encoders_seen:  # same encoder + index: the same retrieval-only row
+            recommenders.append(EngineRecommender(f"{name} retrieval only",
+                                                  make_engine(bundle, RETRIEVAL_ONLY)))
+        encoders_seen.add(encoder)
 
     results = evaluate(recommenders, cases, chosen, recall_ks=ks, ndcg_ks=(ks[0],),
                        show_progress=not args.quiet)

@@ -86,6 +86,10 @@ class ALSRecommender:
                  factors: int = 64, iterations: int = 15, regularization: float = 0.05,
                  alpha: float = 10.0, seed: int = 0) -> None:
         from implicit.als import AlternatingLeastSquares  # optional: the `train` extra
+        from threadpoolctl import threadpool_limits
+
+        # implicit runs its own threads; a second BLAS pool inside them only contends.
+        self._limits = threadpool_limits(1, "blas")
 
         users, labels = training_pairs(events, training)
         matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, labels)),
