@@ -135,6 +135,8 @@ def _embed_catalog(store: ItemStore, records: Iterable[ItemRecord], expected: in
 
     for chunk in _chunks(records, config.embed_chunk):
         labels = store.add_items(chunk)
+        if labels[-1] >= len(vectors):  # the row count was an upper bound, read just before
+            raise InvalidInput("the catalog file grew while it was being read")
         texts = [item_text(r.title, r.text, r.attributes, include=config.text_attributes)
                  for r in chunk]
         vectors[labels[0]:labels[-1] + 1] = embed_texts(runtime, tokenizer, texts,

@@ -90,6 +90,20 @@ def _open_batches(source: Path):
     return reader
 
 
+def _batches(source: Path):
+    """Record batches; a value pyarrow cannot convert (a bad date) is an InvalidInput."""
+    import pyarrow as pa
+
+    reader = _open_batches(source)
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise InvalidInput(f"{source}: unreadable Online Retail row: {exc}") from exc
+
+
 def derive(source: str | Path, *, max_customers: int | None = None, seed: int = 0) -> RetailTables:
     """Stream the source file into catalog items and interactions (see module docstring).
 
@@ -111,7 +125,7 @@ def derive(source: str | Path, *, max_customers: int | None = None, seed: int = 
     code_index: dict[str, int] = {}
     users, codes, stamps = array("q"), array("q"), array("q")
     quantities, invoices = array("d"), array("q")
-    for batch in _open_batches(source):
+    for batch in _batches(source):
         cols = {name: batch.column(name).to_pylist() for name in COLUMNS}
         counts["rows"] += batch.num_rows
         for invoice, code, desc, qty, when, price, customer in zip(

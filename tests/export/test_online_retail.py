@@ -150,3 +150,11 @@ def test_real_file_reproduces_the_committed_demo_sample(tmp_path):
     paths = write_tables(tables, tmp_path)
     assert paths["catalog"].read_bytes() == demo_catalog_path().read_bytes()
     assert paths["interactions"].read_bytes() == demo_interactions_path().read_bytes()
+
+
+def test_unconvertible_values_are_an_input_error_not_a_crash(tmp_path):
+    from export.errors import InvalidInput
+
+    rows = RAW_ROWS[:2] + ["536365,71053,LANTERN,1.0,not-a-date,3.39,17850,United Kingdom"]
+    with pytest.raises(InvalidInput, match="Online Retail.*not-a-date"):
+        derive(write_raw(tmp_path / "raw.csv.gz", rows))
