@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--baselines", default="popularity,transitions,als",
                         help="comma-separated: popularity, transitions, als ('' for none)")
     parser.add_argument("--out", required=True, help="folder for results.json/.md/.png")
+    parser.add_argument("--query-items", type=int, default=0,
+                        help="also send a query text: the texts of the newest N distinct history "
+                             "items (the fine-tuning query side), embedded by the server's batcher")
     parser.add_argument("--save-training-events", metavar="FILE",
                         help="also write the split's training events (csv[.gz]), e.g. for "
                              "`recserve train-ranker` without the test events")
@@ -129,12 +132,17 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInput(f"bundle {path} has a different catalog from {bundles[0][1]}")
         bundle = with_training_tables(bundle, train_events)
         learned = "learned" if bundle.ranker_weights else "default"
-        recommenders.append(EngineRecommender(f"{name} + {learned} reranker", make_engine(bundle)))
+        text = args.query_items > 0
+        suffix = f" [query: {args.query_items} history texts]" if text else ""
+        recommenders.append(EngineRecommender(
+            f"{name} + {learned} reranker{suffix}", make_engine(bundle, with_batcher=text),
+            query_items=args.query_items))
         files = bundle.manifest.get("files") or {}
         encoder = (files.get("model.onnx"), files.get("index.hnsw"))
         if encoder not in encoders_seen:  # same encoder + index: the same retrieval-only row
-            recommenders.append(EngineRecommender(f"{name} retrieval only",
-                                                  make_engine(bundle, RETRIEVAL_ONLY)))
+            recommenders.append(EngineRecommender(
+                f"{name} retrieval only{suffix}",
+                make_engine(bundle, RETRIEVAL_ONLY, with_batcher=text), query_items=args.query_items))
         encoders_seen.add(encoder)
 
     results = evaluate(recommenders, cases, chosen, recall_ks=ks, ndcg_ks=(ks[0],),
@@ -144,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         "bundles": {name: str(path) for name, path in bundles},
         "cases_total": len(cases), "cases_evaluated": int(len(chosen)), "seed": args.seed,
         "training_events": int(cases.training_events.sum()), "users": len(events.user_ids),
-        "items": n_items, "seconds": round(time.perf_counter() - started, 1),
+        "items": n_items, "query_items": args.query_items, "seconds": round(time.perf_counter() - started, 1),
     }
     paths = write_report(results, Path(args.out), setup)
     print(markdown_table(results))

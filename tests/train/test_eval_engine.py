@@ -118,3 +118,27 @@ def test_transition_baseline_follows_the_last_item():
     assert transitions.recommend(np.asarray([2]), 1).tolist() == [3]
     popularity = PopularityRecommender(events, training, n_items=4)
     assert popularity.recommend(np.asarray([]), 4).tolist() == [0, 1, 2, 3]
+
+
+def test_history_query_text_goes_through_the_batcher(sample):
+    from server.served_bundle import ServedBundle
+    from train.evaluation.engine_recommender import (EngineRecommender, bundle_item_texts,
+                                                     history_query_text, make_engine)
+    from train.pairs import QUERY_SEPARATOR
+
+    bundle = ServedBundle.load(sample[0])
+    texts = bundle_item_texts(bundle)
+    history = np.asarray([4, 9, 4, 2], dtype=np.int64)
+    # Newest distinct items first, joined as in fine-tuning.
+    assert history_query_text(history, texts, 2) == QUERY_SEPARATOR.join([texts[2], texts[4]])
+    with_text = EngineRecommender("text", make_engine(bundle, with_batcher=True), query_items=3)
+    try:
+        got = with_text.recommend_many([history, history[:1]], 15)
+        assert all(len(g) == 15 for g in got)
+        samples = with_text.engine.batcher.metrics.batch_size.collect()[0].samples
+        batches = sum(s.value for s in samples if s.name.endswith("_count"))
+        assert 1 <= batches <= 2  # both texts embedded by the batcher (one length bucket each)
+        without = EngineRecommender("plain", make_engine(bundle)).recommend(history, 15)
+        assert not np.array_equal(got[0], without)  # the query interest changes the answer
+    finally:
+        with_text.close()

@@ -63,6 +63,8 @@ def evaluate(recommenders: Sequence[Recommender], cases: EvalCases, chosen: np.n
             task = progress.add_task(recommender.name, total=len(chosen))
             started = time.perf_counter()
             ranked = _ranked(recommender, histories, k, progress, task)
+            if hasattr(recommender, "close"):
+                recommender.close()  # an engine's batcher and loop
             positions = target_positions(ranked, targets)
             results.append(MethodResult(recommender.name,
                                         summarise_groups(positions, groups, recall_ks, ndcg_ks),
