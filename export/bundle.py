@@ -110,6 +110,8 @@ class BundleWriter:
         manifest.setdefault("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
         manifest["files"] = file_checksums(self.path)
         (self.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        # mkdtemp made the directory 0700; a bundle is read by servers running as other users.
+        os.chmod(self.path, 0o755)
         _fsync_tree(self.path)
         if self.destination.exists():
             if not self.overwrite and any(self.destination.iterdir()):

@@ -18,6 +18,7 @@ def test_bundle_is_written_atomically_and_verified(tmp_path):
     assert manifest["item_count"] == 2
     assert set(manifest["files"]) == {"model.onnx", "sub/x.bin"}
     assert [p.name for p in tmp_path.iterdir()] == ["b1"]
+    assert dest.stat().st_mode & 0o777 == 0o755  # readable by a server running as another user
 
 
 def test_tampered_or_unknown_bundle_is_refused(tmp_path):
