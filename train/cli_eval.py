@@ -1,7 +1,7 @@
 """`recserve eval`: recommendation quality through the server's own retrieval and ranking.
 
     recserve eval --bundle [NAME=]DIR [--bundle ...] --interactions FILE
-                  [--protocol leave-last-out|time-split] [--cutoff TIME] [--k 10,50]
+                  [--protocol leave-last-out|time-split|cold-items] [--cutoff TIME] [--k 10,50]
                   [--users N] [--baselines popularity,transitions,als] --out DIR
 
 Every bundle is evaluated twice, with its reranker (the manifest's learned weights, else the
@@ -27,10 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bundle to evaluate (repeatable); NAME labels its rows")
     parser.add_argument("--interactions", required=True, help="the full interaction log")
     parser.add_argument("--interaction-columns", help="FIELD=COLUMN,... for the interaction file")
-    parser.add_argument("--protocol", choices=("leave-last-out", "time-split"),
+    parser.add_argument("--protocol", choices=("leave-last-out", "time-split", "cold-items"),
                         default="leave-last-out")
     parser.add_argument("--cutoff", help="time-split: ISO time where the test period starts "
                                          "(default: the 90th percentile of event times)")
+    parser.add_argument("--cold-share", type=float, default=0.1,
+                        help="cold-items: share of the bought items made new (seeded)")
     parser.add_argument("--k", default="10,50", help="Recall@k cut-offs; NDCG at the smallest")
     parser.add_argument("--users", type=int, default=2000,
                         help="test cases sampled with --seed (0 = all)")
@@ -60,10 +62,12 @@ def _bundles(specs: list[str]) -> list[tuple[str, Path]]:
 
 def _cases(args, events):
     from export.tabular import parse_timestamp
-    from train.evaluation.protocol import leave_last_out, time_split
+    from train.evaluation.protocol import cold_item_split, leave_last_out, time_split
 
     if args.protocol == "leave-last-out":
         return leave_last_out(events), None
+    if args.protocol == "cold-items":
+        return cold_item_split(events, args.cold_share, args.seed), None
     cutoff = parse_timestamp(args.cutoff) if args.cutoff else float(
         np.quantile(events.timestamps, 0.9))
     if cutoff is None:

@@ -7,6 +7,9 @@ seeded order - never file order, or results are inflated).
   the training events are all but those last events.
 - time-split: events before `cutoff` are training events; each user with history before
   the cutoff and an event after it gives one case, the first event after the cutoff.
+- cold-items: leave-last-out, and a seeded share of the items is new to the system: none
+  of their events is a training event or part of a history (they exist in the catalog
+  only), so about that share of the targets is a true cold-start item.
 
 Groups over the cases: `warm_items` (the target occurs in the training events),
 `cold_items` (it never does: collaborative methods score zero there by construction) and
@@ -72,4 +75,25 @@ def time_split(events: EventSequences, cutoff: float) -> EvalCases:
         users.append(u)
         histories.append(labels[:before].copy())
         targets.append(int(labels[before]))
+    return _finish(events, users, histories, targets, training)
+
+
+def cold_item_split(events: EventSequences, share: float = 0.1, seed: int = 0) -> EvalCases:
+    """leave-last-out with a seeded `share` of the bought items made cold (module docstring)."""
+    bought = np.unique(events.labels)
+    rng = np.random.default_rng(seed)
+    cold = np.zeros(int(events.labels.max()) + 1, dtype=bool)
+    cold[rng.choice(bought, size=int(round(share * len(bought))), replace=False)] = True
+    training = ~cold[events.labels]
+    users, histories, targets = [], [], []
+    for u in range(len(events.user_ids)):
+        lo, hi = int(events.starts[u]), int(events.starts[u + 1])
+        training[hi - 1] = False
+        history = events.labels[lo: hi - 1]
+        history = history[~cold[history]]
+        if len(history) == 0:
+            continue
+        users.append(u)
+        histories.append(history.copy())
+        targets.append(int(events.labels[hi - 1]))
     return _finish(events, users, histories, targets, training)
