@@ -5,12 +5,14 @@
 
 Engines: sentence-transformers on PyTorch fp32; ORT on the plain fp32 export
 (export_fp32, what optimum gives any user); ORT on the fused fp32 export; ORT on the int8
-export. The fused and int8 models come from `export_encoder`, so they passed the gate;
-its figures are reported with the results. Text sets: short (product names and queries,
-<= 16 tokens) and medium (descriptions, 17..64 tokens). Each engine encodes the same texts
-in arrival order, in batches of 1, 8, 32 and 64, tokenization included, padded to the
-longest text of the batch. Engines take turns inside every repeat, so machine noise hits
-them alike; the figure is the median sentences/s over --repeat runs.
+export; and, as a diagnostic, int8 exported without ORT's transformer fusions. All ORT
+exports but the plain one come from `export_encoder`, so they passed the gate; its
+figures are reported with the results. Text sets: short (product names and queries,
+<= 16 tokens) and medium (descriptions, 17..64 tokens). Each engine encodes the same
+texts in arrival order, in batches of 1, 8, 32 and 64, through the serving runtime
+(EncoderRuntime), tokenization included, padded to the longest text of the batch.
+Engines take turns inside every repeat, so machine noise hits them alike; the figure is
+the median sentences/s over --repeat runs.
 
 Writes docs/benchmarks/encoder-<N>thread-results.json and encoder-<N>thread.png, and
 prints the markdown table for docs/benchmarks/encoder.md.
@@ -39,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "docs" / "benchmarks"
 BATCH_SIZES = (1, 8, 32, 64)
 ENGINES = ("pytorch-fp32", "ort-fp32", "ort-fused-fp32", "ort-int8")
+# Diagnostic beside the four: int8 exported without ORT's transformer fusions.
+EXTRA = ("ort-int8-unfused",)
 
 
 def machine() -> dict:
@@ -62,10 +66,11 @@ def prepare_models(work: Path) -> dict[str, Path]:
         plain.mkdir(parents=True, exist_ok=True)
         export_fp32(default_model_path(), plain)
     paths["ort-fp32"] = plain
-    for engine, precision in (("ort-fused-fp32", "fp32"), ("ort-int8", "int8")):
-        bundle = work / precision
+    for engine, precision, fuse in (("ort-fused-fp32", "fp32", True), ("ort-int8", "int8", True),
+                                    ("ort-int8-unfused", "int8", False)):
+        bundle = work / (precision if fuse else f"{precision}-unfused")
         if not (bundle / "manifest.json").is_file():
-            export_encoder("default", bundle, precision=precision)
+            export_encoder("default", bundle, precision=precision, fuse=fuse)
         paths[engine] = bundle
     return paths
 
@@ -107,8 +112,10 @@ def make_encoders(paths: dict[str, Path], threads: int) -> dict:
     model.max_seq_length = 256
     encoders = {"pytorch-fp32": lambda texts: model.encode(texts, batch_size=len(texts))}
     for engine, folder in paths.items():
-        runtime = EncoderRuntime(folder / "model.onnx",
-                                 RuntimeConfig(provider="cpu", intra_op_threads=threads))
+        manifest = folder / "manifest.json"
+        quantization = json.loads(manifest.read_text())["quantization"] if manifest.is_file() else None
+        runtime = EncoderRuntime(folder / "model.onnx", quantization=quantization,
+                                 config=RuntimeConfig(provider="cpu", intra_op_threads=threads))
         tokenizer = TextTokenizer(folder / "tokenizer", 256)
 
         def encode(texts, runtime=runtime, tokenizer=tokenizer):
@@ -152,12 +159,13 @@ def measure(encoders: dict, sets: dict[str, list[str]], repeat: int) -> list[dic
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| texts | batch | " + " | ".join(ENGINES) + " | int8 / PyTorch |",
-             "|---|---:|" + "---:|" * (len(ENGINES) + 1)]
+    engines = ENGINES + EXTRA
+    lines = ["| texts | batch | " + " | ".join(engines) + " | int8 / PyTorch |",
+             "|---|---:|" + "---:|" * (len(engines) + 1)]
     for set_name in ("short", "medium"):
         for batch in BATCH_SIZES:
             cell = {r["engine"]: r for r in rows if r["texts"] == set_name and r["batch"] == batch}
-            values = " | ".join(f"{cell[e]['sentences_per_s']:.0f}" for e in ENGINES)
+            values = " | ".join(f"{cell[e]['sentences_per_s']:.0f}" for e in engines)
             lines.append(f"| {set_name} | {batch} | {values} | {cell['ort-int8']['vs_pytorch']:.2f}x |")
     return "\n".join(lines)
 
@@ -170,15 +178,17 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=False)
     for ax, set_name in zip(axes, ("short", "medium")):
-        width = 0.2
-        for k, engine in enumerate(ENGINES):
+        engines = ENGINES + EXTRA
+        width = 0.8 / len(engines)
+        for k, engine in enumerate(engines):
             values = [next(r["sentences_per_s"] for r in rows if r["texts"] == set_name
                            and r["batch"] == b and r["engine"] == engine) for b in BATCH_SIZES]
-            ax.bar(np.arange(len(BATCH_SIZES)) + (k - 1.5) * width, values, width, label=engine)
+            offset = (k - (len(engines) - 1) / 2) * width
+            ax.bar(np.arange(len(BATCH_SIZES)) + offset, values, width, label=engine)
         ax.set_xticks(range(len(BATCH_SIZES)), [f"batch {b}" for b in BATCH_SIZES])
         ax.set_title(f"{set_name} texts")
         ax.set_ylabel("sentences / s")
-    axes[0].legend()
+    axes[0].legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -196,7 +206,7 @@ def main() -> None:
 
     paths = prepare_models(Path(args.work))
     gates = {e: json.loads((paths[e] / "manifest.json").read_text())["verification"]
-             for e in ("ort-fused-fp32", "ort-int8")}
+             for e in ("ort-fused-fp32", "ort-int8", "ort-int8-unfused")}
     sets = text_sets(paths["ort-int8"] / "tokenizer", args.texts)
     rows = measure(make_encoders(paths, args.threads), sets, args.repeat)
     result = {
