@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 class BatcherConfig(RecserveSettings):
     model_config = settings_config("batcher")
 
-    max_batch_size: int = 32
-    """Most texts in one inference batch (32 is fastest per text for MiniLM int8 on CPU; raise on GPU)."""
+    max_batch_size: int = 16
+    """Most texts in one inference batch (16: best throughput and tail for MiniLM int8 on one CPU core,
+    bench/serve.py; raise it on GPU)."""
     max_batch_tokens: int = 4096
     """Most padded tokens (batch size x bucket length) in one batch."""
     max_wait_us: int = 500
