@@ -104,14 +104,12 @@ def run(args: argparse.Namespace) -> int:
                                                 write_interactions)
 
     bundles = _bundles(args.bundle)
-    if not bundles and not args.baselines.strip():
-        raise InvalidInput("nothing to evaluate: give --bundle and/or --baselines")
     ks = sorted({int(k) for k in args.k.split(",") if k.strip()})
     columns = InteractionColumns.parse(args.interaction_columns) \
         if args.interaction_columns else None
     started = time.perf_counter()
-    if not bundles:
-        raise InvalidInput("give at least one --bundle (its catalog defines the item labels)")
+    if not bundles:  # also for baselines alone: the bundle's catalog defines the item labels
+        raise InvalidInput("give at least one --bundle")
     first = ServedBundle.load(bundles[0][1])
     events = load_bundle_events(first, args.interactions, columns)
     cases, cutoff = _cases(args, events)
