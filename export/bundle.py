@@ -60,16 +60,21 @@ def new_version(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + os.urandom(3).hex()
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a new or renamed file in it) survive a crash."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(root: Path) -> None:
     for p in root.rglob("*"):
         if p.is_file():
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
-    dir_fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(root)
 
 
 class BundleWriter:

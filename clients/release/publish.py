@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from clients.release.outcome import BadInput, ReleaseInProgress
+from export.bundle import fsync_dir  # stdlib-only module: keeps the release import light
 
 POINTER = "current"
 HISTORY = "releases.jsonl"
@@ -42,14 +43,6 @@ class PublishedRelease:
     name: str
     path: Path
     bundle_version: str
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PublishDir:
@@ -137,7 +130,7 @@ class PublishDir:
         os.umask(umask)
         os.chmod(built_bundle, 0o777 & ~umask)
         os.rename(built_bundle, self.root / name)  # fails rather than overwrite a release
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         return self.release(name)
 
     def switch(self, name: str | None) -> None:
@@ -154,7 +147,7 @@ class PublishDir:
                 os.unlink(temporary)
             os.symlink(name, temporary)  # relative: the directory may be mounted elsewhere
             os.replace(temporary, pointer)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
 
     def record(self, entry: dict) -> None:
         """Append one release attempt to releases.jsonl (durable before returning)."""

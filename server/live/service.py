@@ -24,7 +24,8 @@ from server.live.live_state import LiveState
 from server.live.records import (DELETE, INTERACTIONS, UPSERT, Event, ItemWrite, Write, validate_events,
                                  validate_item_ids, validate_items)
 from server.live.replay import bundle_cutoff, replay
-from server.live.wal import WriteAheadLog, fsync_dir
+from export.bundle import fsync_dir
+from server.live.wal import WriteAheadLog
 from server.live.writer import LiveWriter, WriteResult
 from server.serving_state import ServingState
 

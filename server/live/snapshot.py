@@ -33,7 +33,7 @@ import scipy.sparse as sp
 from export.bundle import sha256_file
 from export.hnsw_index import load_index
 from server.live.live_state import LiveState
-from server.live.wal import fsync_dir
+from export.bundle import fsync_dir
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from export.bundle import fsync_dir
 from export.errors import BundleError
 from server.live.records import DELETE, INTERACTIONS, UPSERT, Event, ItemWrite, Write
 
@@ -37,14 +38,6 @@ CREATE TABLE IF NOT EXISTS writes (
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _payload(write: Write) -> str:
