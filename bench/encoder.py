@@ -188,9 +188,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.set_xticks(range(len(BATCH_SIZES)), [f"batch {b}" for b in BATCH_SIZES])
         ax.set_title(f"{set_name} texts")
         ax.set_ylabel("sentences / s")
-    axes[0].legend(fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize="small")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
 
 
