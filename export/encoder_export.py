@@ -166,27 +166,13 @@ def export_encoder(
 
         step = progress.add_task(f"lower to {chosen}", total=None)
         model_path = writer.path / MODEL_FILE
-        quantized, fp32_nodes = {}, None
-        if chosen == "int8":
-            quantized = lower.quantize_int8(work / "fused.onnx", model_path, scheme)
-            console.print(f"int8: {scheme.weight_type} weights for {scheme.target}"
-                          f"{', reduce-range' if scheme.reduce_range else ''} ({scheme.reason})")
-        elif chosen == "fp16":
-            fp32_nodes = lower.convert_fp16(work / "fused.onnx", model_path)
-        else:
-            shutil.copyfile(work / "fused.onnx", model_path)
+        quantized, fp32_nodes = _lower(chosen, work / "fused.onnx", model_path, scheme, console)
         progress.update(step, total=1, completed=1)
 
         probes = build_probe_set(writer.path / TOKENIZER_DIR, max_length)
-        texts = [p.text for p in probes]
-        step = progress.add_task("reference vectors (PyTorch fp32)", total=len(texts))
-        reference = reference_embeddings(
-            source, texts, max_length, on_batch=lambda n: progress.advance(step, n))
-        runtime = EncoderRuntime(model_path, RuntimeConfig(provider=_verification_provider(chosen)))
-        step = progress.add_task(f"export's vectors ({runtime.provider})", total=len(texts))
-        candidate = embed_texts(
-            runtime, TextTokenizer(writer.path / TOKENIZER_DIR, max_length), texts,
-            on_batch=lambda n: progress.advance(step, n))
+        reference, candidate, runtime = _embed_probes(
+            source, model_path, writer.path / TOKENIZER_DIR, [p.text for p in probes],
+            max_length, chosen, scheme, progress)
         input_names, runtime_provider = list(runtime.input_names), runtime.provider
         del runtime
 
@@ -195,7 +181,7 @@ def export_encoder(
         failures = gate_failures(agreement, minimums)
         progress.stop()
         console.print(agreement_table(
-            agreement, minimums, f"verification: {chosen} vs PyTorch fp32, {len(texts)} probes"))
+            agreement, minimums, f"verification: {chosen} vs PyTorch fp32, {len(probes)} probes"))
         if chosen == "fp16" and runtime_provider != "CUDAExecutionProvider":
             console.print("[yellow]note: fp16 was verified on the CPU provider, which computes "
                           "most ops in fp32: this checks the fp16 weights, not GPU fp16 arithmetic")
@@ -226,6 +212,33 @@ def export_encoder(
             "tool_versions": _tool_versions(),
         }
         return writer.commit(manifest)
+
+
+def _lower(chosen: str, fused: Path, model_path: Path, scheme, console: Console):
+    """Write model_path at the chosen precision; (quantized op counts, fp32-kept node count)."""
+    if chosen == "int8":
+        quantized = lower.quantize_int8(fused, model_path, scheme)
+        console.print(f"int8: {scheme.weight_type} weights for {scheme.target}"
+                      f"{', reduce-range' if scheme.reduce_range else ''} ({scheme.reason})")
+        return quantized, None
+    if chosen == "fp16":
+        return {}, lower.convert_fp16(fused, model_path)
+    shutil.copyfile(fused, model_path)
+    return {}, None
+
+
+def _embed_probes(source, model_path, tokenizer_dir, texts, max_length, chosen, scheme, progress):
+    """(PyTorch fp32 vectors, the export's vectors, its runtime), with progress bars."""
+    step = progress.add_task("reference vectors (PyTorch fp32)", total=len(texts))
+    reference = reference_embeddings(
+        source, texts, max_length, on_batch=lambda n: progress.advance(step, n))
+    # The session options serving will use for this model (the int8 scheme decides them).
+    runtime = EncoderRuntime(model_path, RuntimeConfig(provider=_verification_provider(chosen)),
+                             quantization=scheme.to_manifest() if scheme else None)
+    step = progress.add_task(f"export's vectors ({runtime.provider})", total=len(texts))
+    candidate = embed_texts(runtime, TextTokenizer(tokenizer_dir, max_length), texts,
+                            on_batch=lambda n: progress.advance(step, n))
+    return reference, candidate, runtime
 
 
 def _source_manifest(source: encoder_graph.EncoderSource) -> dict:
