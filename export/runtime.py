@@ -76,8 +76,11 @@ def select_providers(
 
 
 def needs_exact_int8_path(quantization: dict | None, flags: set[str] | None = None) -> bool:
-    """True for signed-int8 weights on an x86 CPU without VNNI (where u8s8 can saturate)."""
-    if not quantization or quantization.get("weight_type") != "s8":
+    """True for full-range signed-int8 weights on an x86 CPU without VNNI (u8s8 can saturate).
+
+    Reduce-range (7-bit) weights cannot saturate, so they keep the fast kernels.
+    """
+    if not quantization or quantization.get("weight_type") != "s8" or quantization.get("reduce_range"):
         return False
     from export.precision import cpu_flags, detect_int8_target
 

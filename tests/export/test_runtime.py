@@ -46,6 +46,7 @@ def test_exact_int8_path_only_for_signed_weights_without_vnni():
     assert needs_exact_int8_path(s8, {"avx2", "avx512bw"}) is True
     assert needs_exact_int8_path(s8, {"avx2", "avx512_vnni"}) is False
     assert needs_exact_int8_path({"weight_type": "u8"}, {"avx2"}) is False
+    assert needs_exact_int8_path({"weight_type": "s8", "reduce_range": True}, {"avx512bw"}) is False
     assert needs_exact_int8_path(None, {"avx2"}) is False
 
 
