@@ -18,7 +18,7 @@ import pytest
 
 from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
-from tests.server.test_live_rpcs import ids_in_group, info, items, start
+from tests.server.test_live_rpcs import ids_in_group, info, items, live_server, start  # noqa: F401 (fixture)
 
 
 def build_sample_bundle(tiny_onnx_dir, work: Path, n_items: int, **build) -> Path:
@@ -38,18 +38,8 @@ def other_bundle(tiny_onnx_dir, tmp_path_factory) -> Path:
     return build_sample_bundle(tiny_onnx_dir, tmp_path_factory.mktemp("other-bundle"), 300)
 
 
-@pytest.fixture
-async def served(small_bundle, tmp_path):
-    server, stub, channel = await start(small_bundle, tmp_path / "live")
-    try:
-        yield server, stub
-    finally:
-        await channel.close()
-        await server.stop()
-
-
-async def test_reload_swaps_the_bundle_and_replays_live_writes_onto_it(served, other_bundle):
-    server, stub = served
+async def test_reload_swaps_the_bundle_and_replays_live_writes_onto_it(live_server, other_bundle):
+    server, stub = live_server
     old = (await info(stub)).bundle_version
     shared_item = server.state.bundle.catalog.item_ids[0]  # in both bundles
     await stub.UpsertItems(pb.UpsertItemsRequest(items=items("LIVE", 2, "r1")))
@@ -74,8 +64,8 @@ async def test_reload_swaps_the_bundle_and_replays_live_writes_onto_it(served, o
     assert sorted(await ids_in_group(stub, "r1")) == ["AFTER0", "LIVE0"]
 
 
-async def test_writes_made_before_the_new_bundle_was_built_are_not_replayed(served, tiny_onnx_dir, tmp_path):
-    _, stub = served
+async def test_writes_made_before_the_new_bundle_was_built_are_not_replayed(live_server, tiny_onnx_dir, tmp_path):
+    _, stub = live_server
     await stub.UpsertItems(pb.UpsertItemsRequest(items=items("OLDER", 1, "r2")))
     newer_bundle = await asyncio.to_thread(build_sample_bundle, tiny_onnx_dir, tmp_path / "newer", 200)
     await stub.UpsertItems(pb.UpsertItemsRequest(items=items("NEWER", 1, "r2")))
@@ -86,8 +76,8 @@ async def test_writes_made_before_the_new_bundle_was_built_are_not_replayed(serv
     assert await ids_in_group(stub, "r2") == ["NEWER0"]
 
 
-async def test_a_failed_reload_keeps_serving_the_old_bundle_and_says_why(served, other_bundle, tmp_path):
-    server, stub = served
+async def test_a_failed_reload_keeps_serving_the_old_bundle_and_says_why(live_server, other_bundle, tmp_path):
+    server, stub = live_server
     old = (await info(stub)).bundle_version
     tampered = tmp_path / "tampered"
     shutil.copytree(other_bundle, tampered)
@@ -105,8 +95,8 @@ async def test_a_failed_reload_keeps_serving_the_old_bundle_and_says_why(served,
     assert server.state.batcher.healthy
 
 
-async def test_calls_in_flight_during_a_reload_all_succeed(served, other_bundle):
-    _, stub = served
+async def test_calls_in_flight_during_a_reload_all_succeed(live_server, other_bundle):
+    _, stub = live_server
     old = (await info(stub)).bundle_version
     versions: list[str] = []
     stop = asyncio.Event()
@@ -132,10 +122,10 @@ async def test_calls_in_flight_during_a_reload_all_succeed(served, other_bundle)
     assert set(versions) == {old, new} and versions[-1] == new
 
 
-async def test_live_items_are_re_embedded_when_the_new_bundle_embeds_differently(served, tiny_onnx_dir, tmp_path):
+async def test_live_items_are_re_embedded_when_the_new_bundle_embeds_differently(live_server, tiny_onnx_dir, tmp_path):
     from export.item_text import item_text
 
-    server, stub = served
+    server, stub = live_server
     long_text = " ".join(f"word{i}" for i in range(200))
     await stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.Item(
         item_id="LONG", title="long lantern", text=long_text, attributes={"group": "r5"})]))
