@@ -18,7 +18,7 @@ import pytest
 
 from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
-from tests.server.test_live_rpcs import ids_in_group, info, items, live_server, start  # noqa: F401 (fixture)
+from tests.server.test_live_rpcs import ids_in_group, info, items, live_server  # noqa: F401 (fixture)
 
 
 def build_sample_bundle(tiny_onnx_dir, work: Path, n_items: int, **build) -> Path:
