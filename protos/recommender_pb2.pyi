@@ -39,7 +39,7 @@ class StringList(_message.Message):
     def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("query", "user_id", "history", "k", "filter", "diversity", "explain")
+    __slots__ = ("query", "user_id", "history", "k", "filter", "diversity", "explain", "min_sequence")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class RecommendRequest(_message.Message):
     FILTER_FIELD_NUMBER: _ClassVar[int]
     DIVERSITY_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     query: str
     user_id: str
     history: _containers.RepeatedScalarFieldContainer[str]
@@ -54,7 +55,8 @@ class RecommendRequest(_message.Message):
     filter: Filter
     diversity: float
     explain: bool
-    def __init__(self, query: _Optional[str] = ..., user_id: _Optional[str] = ..., history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., diversity: _Optional[float] = ..., explain: _Optional[bool] = ...) -> None: ...
+    min_sequence: int
+    def __init__(self, query: _Optional[str] = ..., user_id: _Optional[str] = ..., history: _Optional[_Iterable[str]] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., diversity: _Optional[float] = ..., explain: _Optional[bool] = ..., min_sequence: _Optional[int] = ...) -> None: ...
 
 class FeatureContribution(_message.Message):
     __slots__ = ("feature", "value", "weight", "contribution")
@@ -69,34 +71,38 @@ class FeatureContribution(_message.Message):
     def __init__(self, feature: _Optional[str] = ..., value: _Optional[float] = ..., weight: _Optional[float] = ..., contribution: _Optional[float] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
-    __slots__ = ("item_id", "title", "score", "retrieval_score", "contributions", "reason")
+    __slots__ = ("item_id", "title", "score", "retrieval_score", "contributions", "reason", "sources")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     title: str
     score: float
     retrieval_score: float
     contributions: _containers.RepeatedCompositeFieldContainer[FeatureContribution]
     reason: str
-    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., reason: _Optional[str] = ...) -> None: ...
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., score: _Optional[float] = ..., retrieval_score: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., reason: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Timings(_message.Message):
-    __slots__ = ("queue_us", "encode_us", "retrieve_us", "rank_us", "total_us")
+    __slots__ = ("queue_us", "encode_us", "retrieve_us", "rank_us", "total_us", "worker_id")
     QUEUE_US_FIELD_NUMBER: _ClassVar[int]
     ENCODE_US_FIELD_NUMBER: _ClassVar[int]
     RETRIEVE_US_FIELD_NUMBER: _ClassVar[int]
     RANK_US_FIELD_NUMBER: _ClassVar[int]
     TOTAL_US_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     queue_us: int
     encode_us: int
     retrieve_us: int
     rank_us: int
     total_us: int
-    def __init__(self, queue_us: _Optional[int] = ..., encode_us: _Optional[int] = ..., retrieve_us: _Optional[int] = ..., rank_us: _Optional[int] = ..., total_us: _Optional[int] = ...) -> None: ...
+    worker_id: str
+    def __init__(self, queue_us: _Optional[int] = ..., encode_us: _Optional[int] = ..., retrieve_us: _Optional[int] = ..., rank_us: _Optional[int] = ..., total_us: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
     __slots__ = ("items", "bundle_version", "timings")
@@ -192,16 +198,20 @@ class Item(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., title: _Optional[str] = ..., text: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class UpsertItemsRequest(_message.Message):
-    __slots__ = ("items",)
+    __slots__ = ("items", "request_id")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[Item]
-    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteItemsRequest(_message.Message):
-    __slots__ = ("item_ids",)
+    __slots__ = ("item_ids", "request_id")
     ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     item_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, item_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, item_ids: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Interaction(_message.Message):
     __slots__ = ("user_id", "item_id", "event", "weight", "timestamp_ms")
@@ -218,18 +228,22 @@ class Interaction(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., item_id: _Optional[str] = ..., event: _Optional[str] = ..., weight: _Optional[float] = ..., timestamp_ms: _Optional[int] = ...) -> None: ...
 
 class RecordInteractionsRequest(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "request_id")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[Interaction]
-    def __init__(self, events: _Optional[_Iterable[_Union[Interaction, _Mapping]]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, events: _Optional[_Iterable[_Union[Interaction, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class WriteResponse(_message.Message):
-    __slots__ = ("sequence", "applied")
+    __slots__ = ("sequence", "applied", "duplicate")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     APPLIED_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     applied: int
-    def __init__(self, sequence: _Optional[int] = ..., applied: _Optional[int] = ...) -> None: ...
+    duplicate: bool
+    def __init__(self, sequence: _Optional[int] = ..., applied: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class ReloadRequest(_message.Message):
     __slots__ = ("bundle_path",)
