@@ -1,0 +1,122 @@
+"""LightGBM LambdaRank over the engine's candidates, exported to ONNX for the server.
+
+Each example is one request: its candidates are a query group, the candidate equal to the
+next item is relevant (label 1), the rest are not. Groups whose next item was not retrieved
+teach nothing about ordering and are left out of the fit and of early stopping.
+
+Nothing here is tuned to one data set; the capacity follows the amount of training data:
+- leaves: about one per 25 positive examples, between 7 and 63 (few positives, small trees);
+- min_data_in_leaf: 0.5 % of the training rows, at least 20 (a leaf speaks for many rows);
+- rounds: up to 1000 at learning rate 0.05, stopped when NDCG@10 on the later time slice
+  (the validation examples) has not improved for 50 rounds; the best round is kept.
+The model is converted with onnxmltools and checked against LightGBM's own predictions
+on the validation rows before it may ship (the largest difference goes into the manifest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from train.evaluation.metrics import ndcg_at, recall_at
+from train.ranker.fit import CandidateSet
+
+ONNX_TOLERANCE = 1e-4  # trees compare float32 thresholds; anything larger is a conversion bug
+LEARNING_RATE = 0.05
+MAX_ROUNDS = 1000
+PATIENCE = 50
+
+
+@dataclass
+class FittedRanker:
+    booster: Any                      # lightgbm.Booster, best iteration kept
+    onnx: bytes                       # the same trees as an ONNX TreeEnsemble graph
+    features: tuple[str, ...]
+    params: dict[str, Any]
+    best_round: int
+    onnx_max_abs_diff: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def data_derived_params(rows: int, positives: int, seed: int, threads: int) -> dict[str, Any]:
+    """LightGBM parameters sized by the training data (module docstring)."""
+    leaves = int(np.clip(positives // 25, 7, 63))
+    return {
+        "objective": "lambdarank", "metric": "ndcg", "eval_at": [10],
+        "learning_rate": LEARNING_RATE, "num_leaves": leaves,
+        "min_data_in_leaf": max(20, rows // 200), "feature_fraction": 0.9,
+        "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+        "lambdarank_truncation_level": 20, "seed": seed, "deterministic": True,
+        "force_row_wise": True, "num_threads": threads, "verbose": -1,
+    }
+
+
+def _groups(candidates: CandidateSet) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    used = [i for i, p in enumerate(candidates.positive) if p.any()]
+    if not used:
+        return np.empty((0, 0), np.float32), np.empty(0, np.int32), []
+    x = np.concatenate([candidates.features[i] for i in used]).astype(np.float32)
+    y = np.concatenate([candidates.positive[i] for i in used]).astype(np.int32)
+    return x, y, [len(candidates.positive[i]) for i in used]
+
+
+def to_onnx(booster: Any, n_features: int) -> bytes:
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    from server.ranking.gbdt import INPUT_NAME
+
+    model = onnxmltools.convert_lightgbm(
+        booster, initial_types=[(INPUT_NAME, FloatTensorType([None, n_features]))],
+        target_opset=15, zipmap=False)
+    return model.SerializeToString()
+
+
+def fit_gbdt(train: CandidateSet, validation: CandidateSet, feature_names: Sequence[str],
+             seed: int = 0, threads: int = 0) -> FittedRanker:
+    """Fit, early-stop on the validation slice, convert to ONNX and check the conversion."""
+    import lightgbm as lgb
+
+    from export.cpus import usable_cpus
+    from server.ranking.gbdt import GBDTRanker
+
+    x, y, groups = _groups(train)
+    if not groups:
+        raise ValueError("no training example has its next item among the candidates")
+    vx, vy, vgroups = _groups(validation)
+    params = data_derived_params(len(x), len(groups), seed, threads or usable_cpus())
+    names = list(feature_names)
+    data = lgb.Dataset(x, y, group=groups, feature_name=names, free_raw_data=False)
+    kwargs: dict[str, Any] = {}
+    if vgroups:
+        kwargs = {"valid_sets": [lgb.Dataset(vx, vy, group=vgroups, reference=data)],
+                  "callbacks": [lgb.early_stopping(PATIENCE, verbose=False)]}
+    booster = lgb.train(params, data, num_boost_round=MAX_ROUNDS, **kwargs)
+    best = int(booster.best_iteration or booster.current_iteration())
+    if best < booster.current_iteration():  # keep only the trees up to the best round
+        booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    onnx = to_onnx(booster, len(names))
+    check = vx if len(vx) else x
+    served = GBDTRanker(onnx, names, names).score(check)
+    diff = float(np.max(np.abs(served - booster.predict(check)))) if len(check) else 0.0
+    if diff > ONNX_TOLERANCE:
+        raise RuntimeError(f"the ONNX ranker differs from LightGBM by {diff:g}")
+    return FittedRanker(booster, onnx, tuple(names), params, best, diff,
+                        {"train_rows": int(len(x)), "train_groups": len(groups),
+                         "validation_groups": len(vgroups)})
+
+
+def gbdt_metrics(candidates: CandidateSet, ranker: FittedRanker, k: int = 10) -> dict:
+    """NDCG@k / Recall@k of ordering each example's candidates by the ONNX ranker."""
+    from server.ranking.gbdt import GBDTRanker
+
+    session = GBDTRanker(ranker.onnx, ranker.features, ranker.features)
+    positions = np.full(len(candidates.features), -1, dtype=np.int64)
+    for i, (rows, positive) in enumerate(zip(candidates.features, candidates.positive)):
+        if positive.any():
+            order = np.argsort(-session.score(rows), kind="stable")
+            positions[i] = int(np.flatnonzero(positive[order])[0])
+    return {"examples": len(positions), f"ndcg@{k}": round(ndcg_at(positions, k), 5),
+            f"recall@{k}": round(recall_at(positions, k), 5)}
