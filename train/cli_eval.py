@@ -2,7 +2,7 @@
 
     recserve eval --bundle [NAME=]DIR [--bundle ...] --interactions FILE
                   [--protocol leave-last-out|time-split|cold-items] [--cutoff TIME] [--k 10,50]
-                  [--users N] [--baselines popularity,transitions,als] --out DIR
+                  [--users N] [--baselines popularity,transitions,item-knn,als] --out DIR
 
 Every bundle is evaluated twice, with its reranker (the manifest's learned weights, else the
 defaults) and with the retrieval score alone. Its interaction tables are recomputed from the
@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--users", type=int, default=2000,
                         help="test cases sampled with --seed (0 = all)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--baselines", default="popularity,transitions,als",
-                        help="comma-separated: popularity, transitions, als ('' for none)")
+    parser.add_argument("--baselines", default="popularity,transitions,item-knn,als",
+                        help="comma-separated: popularity, transitions, item-knn, als ('' for "
+                             "none); item-knn and als are tuned on a validation split first")
     parser.add_argument("--out", required=True, help="folder for results.json/.md/.png")
     parser.add_argument("--query-items", type=int, default=0,
                         help="also send a query text: the texts of the newest N distinct history "
@@ -77,17 +78,18 @@ def _cases(args, events):
 
 def _baselines(names: list[str], events, training, n_items: int, seed: int) -> list:
     from train.evaluation import baselines as b
+    from train.evaluation.tuning import tuned_als, tuned_item_knn
 
     makers = {"popularity": b.PopularityRecommender, "transitions": b.TransitionRecommender,
-              "als": b.ALSRecommender}
+              "item-knn": lambda e, t, n: tuned_item_knn(e, t, n, seed),
+              "als": lambda e, t, n: tuned_als(e, t, n, seed)}
     unknown = set(names) - set(makers)
     if unknown:
         raise InvalidInput(f"unknown baselines {sorted(unknown)}; choose from {sorted(makers)}")
     out = []
     for name in names:
         try:
-            extra = {"seed": seed} if name == "als" else {}
-            out.append(makers[name](events, training, n_items, **extra))
+            out.append(makers[name](events, training, n_items))
         except ImportError as exc:  # implicit is optional (the `train` extra)
             print(f"skipping {name}: {exc} (pip install 'recserve[train]')")
     return out
@@ -155,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         "cases_total": len(cases), "cases_evaluated": int(len(chosen)), "seed": args.seed,
         "training_events": int(cases.training_events.sum()), "users": len(events.user_ids),
         "items": n_items, "query_items": args.query_items, "seconds": round(time.perf_counter() - started, 1),
+        "baseline_tuning": {r.name: r.tuning.grid for r in recommenders if hasattr(r, "tuning")},
     }
     paths = write_report(results, Path(args.out), setup)
     print(markdown_table(results))
