@@ -49,6 +49,13 @@ class TrainingConfig(RecserveSettings):
     """Recency half-life (events) of the item-vector validation query; the server's default."""
     item_query_history: int = Field(50, ge=1)
     """History length of the item-vector validation query (the server keeps 50 events)."""
+    item_pairs_per_item: int = Field(3, ge=0)
+    """Item -> co-interacted item pairs added per item (its strongest partners); 0: none."""
+    item_pair_window: int = Field(5, ge=1)
+    """Items at most this many positions apart in a user's sequence are co-interacted
+    (the build's co-occurrence window)."""
+    item_pair_min_users: int = Field(2, ge=1)
+    """Distinct users who must have co-interacted two items before they make a pair."""
     hard_negatives: bool = False
     """Add one mined hard negative per pair, mined with the current encoder each epoch."""
     hard_negative_skip: int = Field(10, ge=0)

@@ -24,7 +24,8 @@ from train.config import TrainingConfig
 from train.data import TrainingData
 from train.encoding import encode_texts
 from train.negatives import mine_hard_negatives
-from train.pairs import Pair, build_pairs, epoch_slice, query_text, validation_cutoff
+from train.pairs import (Pair, build_pairs, co_interaction_pairs, epoch_slice, query_text,
+                         validation_cutoff)
 from train.queries import split_query_pairs
 from train.validation import ValidationResult, validate
 
@@ -66,8 +67,10 @@ class TrainingRun:
 
 def make_pair_sets(data: TrainingData, config: TrainingConfig,
                    query_pairs: Sequence[Pair] = ()) -> PairSets:
-    """History pairs (and natural-language query pairs, if given) on either side of the
-    split; each kind is shuffled with its own seeded order, then the two are interleaved."""
+    """History pairs, item -> co-interacted item pairs (training side only) and natural-
+    language query pairs, if given, on either side of the split; each kind is shuffled with
+    its own seeded order, then they are interleaved. Validation stays history -> next item:
+    that is what the server asks the encoder."""
     events = data.events
     cutoff = config.split_time if config.split_time is not None else \
         validation_cutoff(events, config.validation_fraction)
@@ -78,6 +81,11 @@ def make_pair_sets(data: TrainingData, config: TrainingConfig,
                              history_cap=config.item_query_history,
                              per_user=config.validation_pairs_per_user, seed=config.seed,
                              random_query_length=False)[: config.validation_pairs]
+    item_pairs = co_interaction_pairs(events, end=cutoff, window=config.item_pair_window,
+                                      per_item=config.item_pairs_per_item,
+                                      min_users=config.item_pair_min_users, seed=config.seed)
+    if item_pairs:  # the item side (item -> co-interacted item), mixed into the same pool
+        train_pool = _interleave(train_pool, item_pairs, config.seed + 1)
     if query_pairs:
         train_pool = _interleave(train_pool, split_query_pairs(list(query_pairs), end=cutoff,
                                                                seed=config.seed), config.seed)

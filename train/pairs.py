@@ -8,6 +8,11 @@ A pair is one event (the target) of a user and the user's distinct items before 
 first. The query text is the item texts of the newest `query_items` of them; a target that
 is already in the history window is skipped (a query that contains the answer teaches
 copying, not recommending).
+
+Item pairs (`co_interaction_pairs`) teach the item side: an item's text as the query, an
+item the same customers bought close to it as the target. They are what item-to-item CF
+knows, put into the text encoder, so the content source finds co-bought items and a cold
+item (no events yet) lands near the items its text resembles and those are bought with.
 """
 
 from __future__ import annotations
@@ -110,6 +115,44 @@ def build_pairs(
             pairs.append(Pair(u, history, length, int(labels[i]), float(stamps[i])))
             taken += 1
     order = np.random.default_rng([seed, *_window_key(start, end)]).permutation(len(pairs))
+    return [pairs[k] for k in order]
+
+
+def co_interaction_pairs(events: EventSequences, *, end: float = math.inf, window: int,
+                         per_item: int, min_users: int, seed: int) -> list[Pair]:
+    """(item -> co-interacted item) pairs from events before `end`, shuffled.
+
+    Two distinct items are co-interacted when one user's sequence has them at most `window`
+    positions apart; a pair counts the distinct users who did that, and needs `min_users`
+    of them (one customer's basket is an anecdote). Each item keeps its `per_item` strongest
+    partners, both directions, so popular items do not take the whole pool. The pair's
+    `user` is -1 (no one user), its timestamp the latest event of the pair.
+    """
+    if per_item <= 0:
+        return []
+    seen: dict[tuple[int, int], tuple[set, float]] = {}
+    for u in range(len(events.user_ids)):
+        labels, stamps = events.user_events(u)
+        before = stamps < end
+        labels, stamps = labels[before].tolist(), stamps[before].tolist()
+        for i, a in enumerate(labels):
+            for j in range(i + 1, min(i + 1 + window, len(labels))):
+                b = labels[j]
+                if a == b:
+                    continue
+                for key in ((a, b), (b, a)):
+                    users, latest = seen.get(key, (set(), -math.inf))
+                    users.add(u)
+                    seen[key] = (users, max(latest, stamps[j]))
+    by_anchor: dict[int, list[tuple[int, int, float]]] = {}
+    for (a, b), (users, latest) in seen.items():
+        if len(users) >= min_users:
+            by_anchor.setdefault(a, []).append((len(users), b, latest))
+    pairs = []
+    for anchor in sorted(by_anchor):
+        strongest = sorted(by_anchor[anchor], key=lambda t: (-t[0], t[1]))[:per_item]
+        pairs.extend(Pair(-1, (anchor,), 1, b, latest) for _, b, latest in strongest)
+    order = np.random.default_rng([seed, 3]).permutation(len(pairs))
     return [pairs[k] for k in order]
 
 

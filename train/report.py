@@ -48,6 +48,7 @@ def training_record(run: TrainingRun, *, base: Path, catalog: str, interactions:
             "train_pool_pairs": len(pairs.train_pool),
             "validation_pairs": len(pairs.validation),
             "train_query_pairs": sum(p.text is not None for p in pairs.train_pool),
+            "train_item_pairs": sum(p.user < 0 for p in pairs.train_pool),
             "validation_query_pairs": sum(p.text is not None for p in pairs.validation),
             "negative_pool_items": int(pairs.negative_pool.sum()),
         },

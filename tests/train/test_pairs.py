@@ -8,7 +8,7 @@ import pytest
 from export.item_text import item_text
 from tests.train import synthetic
 from train.batches import distinct_target_batches
-from train.data import load_events, load_items, load_training_data
+from train.data import EventSequences, load_events, load_items, load_training_data
 from train.pairs import (QUERY_SEPARATOR, Pair, build_pairs, epoch_slice, query_text,
                          validation_cutoff)
 
@@ -136,3 +136,33 @@ def test_batches_never_hold_a_target_twice():
     # 1,2,3,4 | 1,2,5,6 | then only target 1 is left: those two have nothing to contrast with
     assert [sorted(p.target for p in b) for b in batches] == [[1, 2, 3, 4], [1, 2, 5, 6]]
     assert distinct_target_batches([Pair(0, (9,), 1, 1, 0.0)] * 3, 4) == []
+
+
+def test_co_interaction_pairs_by_hand():
+    from train.pairs import co_interaction_pairs
+
+    labels = [[0, 1, 2], [0, 1], [5, 0, 9, 9, 9, 9, 9, 1], [3, 4]]
+    events = EventSequences(
+        [f"u{i}" for i in range(len(labels))],
+        np.r_[0, np.cumsum([len(s) for s in labels])].astype(np.int64),
+        np.concatenate([np.asarray(s, np.int64) for s in labels]),
+        np.concatenate([np.arange(len(s), dtype=np.float64) for s in labels]))
+    pairs = co_interaction_pairs(events, window=2, per_item=3, min_users=2, seed=0)
+    # 0-1 are within 2 positions for two users (the third has them 7 apart): both directions.
+    assert sorted((p.history, p.target) for p in pairs) == [((0,), 1), ((1,), 0)]
+    assert all(p.user == -1 and p.query_items == 1 for p in pairs)
+    assert co_interaction_pairs(events, window=2, per_item=3, min_users=3, seed=0) == []
+    # Only events before `end` count: at end=1 nobody has bought two items yet.
+    assert co_interaction_pairs(events, end=1.0, window=2, per_item=3, min_users=1, seed=0) == []
+
+
+def test_item_pairs_join_the_training_pool_only(data):
+    from train.config import TrainingConfig
+    from train.finetune import make_pair_sets
+
+    with_items = make_pair_sets(data, TrainingConfig())
+    without = make_pair_sets(data, TrainingConfig(item_pairs_per_item=0))
+    item_pairs = [p for p in with_items.train_pool if p.user < 0]
+    assert item_pairs and len(with_items.train_pool) == len(without.train_pool) + len(item_pairs)
+    assert all(p.timestamp < with_items.cutoff for p in item_pairs)
+    assert with_items.validation == without.validation
