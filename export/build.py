@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 from rich.console import Console
@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
     TextColumn, TimeElapsedColumn
 
 from export.bundle import (FEATURES_DIR, INDEX_FILE, ITEMS_DB, MANIFEST, MODEL_FILE,
-                           TOKENIZER_DIR, BundleWriter, sha256_file, verify_checksums)
+                           TOKENIZER_DIR, BundleWriter, new_version, sha256_file,
+                           verify_checksums)
 from export.catalog import (CatalogColumns, InteractionColumns, ValidationReport, read_catalog,
                             read_interactions)
 from export.embedding import embed_texts
@@ -69,6 +70,10 @@ class BuildConfig(RecserveSettings):
     """Fail on the first bad catalog or interaction row instead of counting it."""
     threads: int = 0
     """Threads for index building and recall measurement; 0 = the usable CPUs."""
+    retrieval: Literal["hnsw", "milvus"] = "hnsw"
+    """Retrieval backend the bundle is served from; milvus also loads a collection at milvus_uri."""
+    milvus_uri: str = ""
+    """Milvus server the `milvus` backend loads the vectors into (and serving connects to)."""
 
 
 def read_encoder(encoder_dir: str | Path, max_length: int = 0) -> tuple[dict[str, Any], int]:
@@ -145,6 +150,19 @@ def _embed_catalog(store: ItemStore, records: Iterable[ItemRecord], expected: in
     return vectors[:done]
 
 
+def load_retrieval_backend(config: BuildConfig, version: str, vectors: np.ndarray,
+                           attributes: list[dict[str, str]]) -> dict[str, Any]:
+    """The manifest's `retrieval` section; for milvus, the collection is created and loaded first."""
+    if config.retrieval == "hnsw":
+        return {"backend": "hnsw"}
+    from export.milvus_collection import collection_name, connect, create_collection
+
+    name = collection_name(version)
+    rows = create_collection(connect(config.milvus_uri), name, vectors, attributes,
+                             m=config.m, ef_construction=config.ef_construction)
+    return {"backend": "milvus", "uri": config.milvus_uri, "collection": name, "rows": rows}
+
+
 def build_bundle(
     encoder_dir: str | Path,
     catalog_path: str | Path,
@@ -207,6 +225,8 @@ def build_bundle(
                                sample=config.ef_sample, seed=config.seed)
         save_index(index, writer.path / INDEX_FILE)
         del index
+        version = new_version()
+        retrieval = load_retrieval_backend(config, version, vectors, catalog.attributes)
 
         interactions_report = None
         events: Iterable = ()
@@ -222,6 +242,8 @@ def build_bundle(
         features_section.update(dir=FEATURES_DIR, seconds=round(time.perf_counter() - t0, 3))
 
         manifest = {
+            "version": version,
+            "retrieval": retrieval,
             "encoder": encoder_section,
             "item_text": template_manifest(config.text_attributes),
             "items": {"count": len(vectors), "db": ITEMS_DB},

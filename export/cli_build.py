@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", default=None,
                         help="fail on the first bad row instead of counting it")
     parser.add_argument("--threads", type=int, default=None, help="index threads (default: all usable)")
+    parser.add_argument("--retrieval", choices=["hnsw", "milvus"], default=None,
+                        help="retrieval backend to serve from (default hnsw; milvus loads a collection)")
+    parser.add_argument("--milvus-uri", default=None, help="Milvus server for --retrieval milvus")
     parser.add_argument("--config", default=None, help="TOML config file ([build] section)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         BuildConfig, args.config, m=args.m, ef_construction=args.ef_construction,
         target_recall=args.target_recall, max_length=args.max_length,
         half_life_days=args.half_life_days, strict=args.strict, threads=args.threads,
-        text_attributes=text_attributes,
+        text_attributes=text_attributes, retrieval=args.retrieval, milvus_uri=args.milvus_uri,
     )
     manifest = build_bundle(
         args.encoder, args.catalog, args.interactions, args.out, config=config,

@@ -22,6 +22,7 @@ from export.runtime import EncoderRuntime, RuntimeConfig
 from export.tokenization import TextTokenizer
 from server.batching.backend import EncoderBackend
 from server.ranking.features import FeatureTables
+from server.retrieval.backend import BackendConfig, RetrievalBackend, open_backend
 from server.retrieval.filters import AttributePostings
 from server.retrieval.vector_index import VectorIndex
 from server.users import UserHistories
@@ -55,7 +56,7 @@ class ServedBundle:
     manifest: dict[str, Any]
     backend: EncoderBackend
     catalog: Catalog
-    index: VectorIndex
+    index: RetrievalBackend  # the bundle's VectorIndex (hnsw) or a MilvusIndex
     postings: AttributePostings  # live upserts add and replace attributes
     tables: FeatureTables
     users: UserHistories
@@ -70,7 +71,8 @@ class ServedBundle:
         return (self.manifest.get("ranker") or {}).get("weights")
 
     @classmethod
-    def load(cls, path: str | Path, runtime_config: RuntimeConfig | None = None) -> "ServedBundle":
+    def load(cls, path: str | Path, runtime_config: RuntimeConfig | None = None,
+             backend_config: BackendConfig | None = None) -> "ServedBundle":
         path = Path(path)
         manifest = read_manifest(path, verify=True)
         for required in (MODEL_FILE, ITEMS_DB, INDEX_FILE):
@@ -89,7 +91,8 @@ class ServedBundle:
             path / INDEX_FILE, dim=runtime.dim, ef=int(index_meta.get("ef", 64)),
             max_elements=int(len(catalog) * _INDEX_HEADROOM) + 16,
         )
-        index = VectorIndex(hnsw, default_ef=int(index_meta.get("ef", 64)))
+        index = open_backend(VectorIndex(hnsw, default_ef=int(index_meta.get("ef", 64))),
+                             manifest, catalog.attributes, backend_config)
         features = InteractionFeatures.load(path / FEATURES_DIR)
         tables = FeatureTables(
             popularity=features.popularity.astype(np.float32),

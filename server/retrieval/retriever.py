@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from export.settings import RecserveSettings, settings_config
+from server.retrieval.backend import FilteringBackend, RetrievalBackend
 from server.retrieval.filters import AttributePostings, ItemFilter, allowed_mask
 from server.retrieval.interests import Interest
-from server.retrieval.vector_index import VectorIndex
 
 
 class RetrievalConfig(RecserveSettings):
@@ -35,21 +35,26 @@ class Candidates:
 
 
 class Retriever:
-    def __init__(self, index: VectorIndex, postings: AttributePostings, config: RetrievalConfig) -> None:
+    def __init__(self, index: RetrievalBackend, postings: AttributePostings, config: RetrievalConfig) -> None:
         self.index = index
+        # Milvus evaluates filters itself; the hnsw index is post-filtered here (mask below).
+        self.pushdown = isinstance(index, FilteringBackend)
         self.postings = postings
         self.config = config
 
     def retrieve(self, interests: list[Interest], k: int, item_filter: ItemFilter) -> Candidates:
         """Candidates for all interests, at least k when the filter leaves that many items."""
         total = max(self.config.candidates, k)
-        needs_mask = item_filter.restricts_attributes or item_filter.exclude_labels
+        needs_mask = not self.pushdown and (item_filter.restricts_attributes or bool(item_filter.exclude_labels))
         mask = allowed_mask(item_filter, self.postings, self.index.present) if needs_mask else None
         weights = np.asarray([i.weight for i in interests], dtype=np.float32)
         quotas = np.maximum(k, np.ceil(total * weights / weights.sum())).astype(int)
         found: list[np.ndarray] = []
         for interest, quota in zip(interests, quotas):
-            found.append(self._search(interest.vector, int(quota), mask))
+            if self.pushdown:
+                found.append(self.index.search(interest.vector, int(quota), item_filter))
+            else:
+                found.append(self._search(interest.vector, int(quota), mask))
         labels = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
         return self._score(labels, interests, weights)
 
