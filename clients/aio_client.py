@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from clients.client import NOT_IDEMPOTENT
+from clients.client import NOT_IDEMPOTENT, new_request_id
 from clients.errors import error_from_rpc
 from clients.options import AttemptBudget, ClientOptions, create_aio_channel
 from clients.results import (
@@ -72,19 +72,20 @@ class AsyncRecommenderClient:
         response = await self._call("GetInfo", pb.GetInfoRequest(), deadline_s)
         return response if raw else Info.from_pb(response)
 
-    async def upsert_items(self, items: Iterable[Any], *,
-                           deadline_s: float | None = None) -> WriteResult:
-        request = pb.UpsertItemsRequest(items=as_pb_list(items))
+    async def upsert_items(self, items: Iterable[Any], *, deadline_s: float | None = None,
+                           request_id: str | None = None) -> WriteResult:
+        request = pb.UpsertItemsRequest(items=as_pb_list(items), request_id=request_id or new_request_id())
         return WriteResult.from_pb(await self._call("UpsertItems", request, deadline_s))
 
-    async def delete_items(self, item_ids: Iterable[str], *,
-                           deadline_s: float | None = None) -> WriteResult:
-        request = pb.DeleteItemsRequest(item_ids=list(item_ids))
+    async def delete_items(self, item_ids: Iterable[str], *, deadline_s: float | None = None,
+                           request_id: str | None = None) -> WriteResult:
+        request = pb.DeleteItemsRequest(item_ids=list(item_ids), request_id=request_id or new_request_id())
         return WriteResult.from_pb(await self._call("DeleteItems", request, deadline_s))
 
-    async def record_interactions(self, events: Iterable[Any], *,
-                                  deadline_s: float | None = None) -> WriteResult:
-        request = pb.RecordInteractionsRequest(events=as_pb_list(events))
+    async def record_interactions(self, events: Iterable[Any], *, deadline_s: float | None = None,
+                                  request_id: str | None = None) -> WriteResult:
+        request = pb.RecordInteractionsRequest(events=as_pb_list(events),
+                                               request_id=request_id or new_request_id())
         return WriteResult.from_pb(await self._call("RecordInteractions", request, deadline_s))
 
     async def reload(self, bundle_path: str, *, deadline_s: float | None = None) -> ReloadResult:

@@ -9,6 +9,7 @@ that deadline, sends the auth metadata, and returns typed results (or the protob
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,9 +24,15 @@ from clients.results import (
 from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
 
-# Methods whose repetition could change the outcome are not retried even on UNAVAILABLE
-# (an interaction recorded twice counts twice); every other method is safe to repeat.
-NOT_IDEMPOTENT = frozenset({"RecordInteractions"})
+# Methods whose repetition could change the outcome are not retried even on UNAVAILABLE.
+# None today: the write calls carry a request_id (new_request_id), the same on every attempt,
+# and the server answers a repeated id as a duplicate without applying it again.
+NOT_IDEMPOTENT: frozenset[str] = frozenset()
+
+
+def new_request_id() -> str:
+    """A fresh idempotency key for one logical write (reused by its retries)."""
+    return uuid.uuid4().hex
 
 
 class RecommenderClient:
@@ -81,19 +88,24 @@ class RecommenderClient:
 
     # ---- writes -------------------------------------------------------------------------
 
-    def upsert_items(self, items: Iterable[Any], *, deadline_s: float | None = None) -> WriteResult:
-        """Insert or replace items (`results.Item` or protobuf Item); durable when this returns."""
-        request = pb.UpsertItemsRequest(items=as_pb_list(items))
+    def upsert_items(self, items: Iterable[Any], *, deadline_s: float | None = None,
+                     request_id: str | None = None) -> WriteResult:
+        """Insert or replace items (`results.Item` or protobuf Item); durable when this returns.
+        `request_id`: idempotency key (default: a fresh one, reused by the retries)."""
+        request = pb.UpsertItemsRequest(items=as_pb_list(items), request_id=request_id or new_request_id())
         return WriteResult.from_pb(self._call("UpsertItems", request, deadline_s))
 
-    def delete_items(self, item_ids: Iterable[str], *, deadline_s: float | None = None) -> WriteResult:
-        request = pb.DeleteItemsRequest(item_ids=list(item_ids))
+    def delete_items(self, item_ids: Iterable[str], *, deadline_s: float | None = None,
+                     request_id: str | None = None) -> WriteResult:
+        request = pb.DeleteItemsRequest(item_ids=list(item_ids), request_id=request_id or new_request_id())
         return WriteResult.from_pb(self._call("DeleteItems", request, deadline_s))
 
-    def record_interactions(self, events: Iterable[Any], *,
-                            deadline_s: float | None = None) -> WriteResult:
-        """Record user events (`results.Interaction` or protobuf); never retried, see NOT_IDEMPOTENT."""
-        request = pb.RecordInteractionsRequest(events=as_pb_list(events))
+    def record_interactions(self, events: Iterable[Any], *, deadline_s: float | None = None,
+                            request_id: str | None = None) -> WriteResult:
+        """Record user events (`results.Interaction` or protobuf); a retry after a lost answer
+        carries the same request_id, so the events are counted once."""
+        request = pb.RecordInteractionsRequest(events=as_pb_list(events),
+                                               request_id=request_id or new_request_id())
         return WriteResult.from_pb(self._call("RecordInteractions", request, deadline_s))
 
     def reload(self, bundle_path: str, *, deadline_s: float | None = None) -> ReloadResult:

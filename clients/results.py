@@ -210,10 +210,12 @@ class WriteResult:
     """Position of the write in the server's write-ahead log (monotonic)."""
     applied: int
     """Items or events the write contained."""
+    duplicate: bool = False
+    """True when the request_id was seen before: the first attempt's sequence, nothing applied again."""
 
     @classmethod
     def from_pb(cls, m: pb.WriteResponse) -> WriteResult:
-        return cls(m.sequence, m.applied)
+        return cls(m.sequence, m.applied, m.duplicate)
 
 
 @dataclass(frozen=True)

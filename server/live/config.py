@@ -42,5 +42,18 @@ class LiveConfig(RecserveSettings):
     """Weight of the reverse direction (new item -> earlier item) of a live co-occurrence."""
     cooccurrence_publish_interval_s: float = 1.0
     """Live co-occurrence counts reach ranking at most this long after they are recorded."""
+    request_id_window_s: float = 24 * 3600.0
+    """A write retried with the same request_id within this long is answered as a duplicate
+    (its first sequence, nothing applied again); keep it below wal_retention_s, since the
+    window is rebuilt from the log on restart."""
+    request_id_max: int = 1_000_000
+    """Most idempotency keys remembered at once (the oldest are forgotten first)."""
+    max_request_id_chars: int = 128
+    """Longest request_id accepted."""
+    applier_poll_interval_s: float = 1.0
+    """With several workers, each also checks the log this often (it is normally woken at
+    once by the worker that committed; this bounds the lag if a notification is lost)."""
+    max_read_wait_s: float = 5.0
+    """Longest a read with min_sequence waits for that write when the call has no deadline."""
     old_state_grace_s: float = 30.0
     """After a reload, the longest in-flight calls may keep using the previous bundle."""

@@ -22,6 +22,7 @@ from export.item_text import DEFAULT_MAX_CHARS, item_text
 from server.live.config import LiveConfig
 from server.live.counters import LiveCounters
 from server.live.records import DELETE, INTERACTIONS, UPSERT, ItemWrite, Write, refuse
+from server.live.request_ids import RecentRequests
 from server.served_bundle import ServedBundle
 
 
@@ -63,6 +64,7 @@ class LiveState:
             window=self.config.cooccurrence_window,
             backward_weight=self.config.cooccurrence_backward_weight,
             publish_interval_s=self.config.cooccurrence_publish_interval_s)
+        self.requests = RecentRequests(self.config.request_id_window_s, self.config.request_id_max)
         self.vocab = {name: {v: i for i, v in enumerate(values)}
                       for name, values in self.bundle.features.attribute_vocab.items()}
         template = self.bundle.manifest.get("item_text") or {}
@@ -106,6 +108,7 @@ class LiveState:
 
     def apply(self, write: Write) -> int:
         """Apply one logged write; returns how many entries changed the state."""
+        self.requests.add(write.request_id, write.seq, write.received_at)
         if write.seq <= self.last_applied:
             return 0
         if write.kind == UPSERT:

@@ -57,10 +57,17 @@ class Write:
     item_ids: tuple[str, ...] = ()  # deletes
     events: tuple[Event, ...] = ()  # interactions
     seq: int = 0
+    request_id: str = ""  # the client's idempotency key ("" = none)
 
     @property
     def size(self) -> int:
         return len(self.items) + len(self.item_ids) + len(self.events)
+
+
+def validate_request_id(request_id: str, config: LiveConfig) -> str:
+    if len(request_id) > config.max_request_id_chars:
+        raise InvalidRequest(f"request_id longer than {config.max_request_id_chars} characters")
+    return request_id
 
 
 def refuse(problems: list[str], what: str) -> None:

@@ -1,8 +1,10 @@
 """LiveWrites: the live-write side of a server: the live directory, its log, recovery, the writer.
 
-Opening it locks the live directory (one server per log), recovers the served bundle's live
-state (newest valid snapshot, then the log after it) and starts the single writer. The
-gRPC layer calls upsert / delete / record; a reload calls prepare + swap.
+Opening it locks the live directory (one server per log: with several workers the supervisor
+holds that lock for all of them), recovers the served bundle's live state (newest valid
+snapshot, then the log after it) and starts this process's writer. The gRPC layer calls
+upsert / delete / record (and wait_applied for min_sequence reads); a reload calls
+prepare + swap.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from typing import Callable
 import numpy as np
 
 from export.errors import BundleError
+from server.errors import DeadlineExceeded
 from server.live import snapshot
 from server.live.config import LiveConfig
 from server.live.embedding import EMBED_SLICE, Embed, embedder
 from server.live.live_state import LiveState
+from server.live.log_sharing import LogSharing
 from server.live.records import (DELETE, INTERACTIONS, UPSERT, Event, ItemWrite, Write, validate_events,
-                                 validate_item_ids, validate_items)
+                                 validate_item_ids, validate_items, validate_request_id)
 from server.live.replay import bundle_cutoff, replay
 from export.bundle import fsync_dir
 from server.live.wal import WriteAheadLog
@@ -39,6 +43,26 @@ def live_directory(bundle_path: str | Path, config: LiveConfig) -> Path:
     if config.directory:
         return Path(config.directory)
     return Path(os.path.abspath(bundle_path)).parent / "live"
+
+
+def lock_live_directory(directory: Path, sharing: LogSharing | None = None):
+    """Create and lock the live directory for one server (its workers included); returns the
+    open lock file (closing it, or the process dying, releases the lock). In a worker
+    (sharing.shared) the supervisor already holds the lock for all workers."""
+    fresh = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        fsync_dir(directory.parent)
+    if (sharing or LogSharing.from_env()).shared:
+        return _HeldBySupervisor()
+    return _lock(directory)
+
+
+class _HeldBySupervisor:
+    """A worker's stand-in for the lock its supervisor holds for all workers."""
+
+    def close(self) -> None:
+        pass
 
 
 def _lock(directory: Path):
@@ -65,6 +89,8 @@ async def recover(live: LiveState, wal: WriteAheadLog, directory: Path, embed: E
         snapshot.restore(live, path, state)
         log.info("restored snapshot %s (seq %d)", path.name, state["seq"])
         after = state["seq"]
+    # Idempotency keys of the window, also those a snapshot covers (it does not keep them).
+    live.requests.load(wal.request_ids_since(time.time() - live.config.request_id_window_s))
     started = time.perf_counter()
     replayed = await replay(live, wal, after, embed)
     log.info("bundle %s: replayed %d logged writes after seq %d in %.2fs; last applied %d",
@@ -80,18 +106,17 @@ class LiveWrites:
 
     @classmethod
     async def open(cls, directory: Path, config: LiveConfig, serving: ServingState,
-                   on_swap: Callable[[ServingState], None]) -> "LiveWrites":
-        fresh = not directory.exists()
-        directory.mkdir(parents=True, exist_ok=True)
-        if fresh:
-            fsync_dir(directory.parent)
-        lock = _lock(directory)
+                   on_swap: Callable[[ServingState], None], lock=None,
+                   sharing: LogSharing | None = None) -> "LiveWrites":
+        # lock: from lock_live_directory() when the caller locked before loading the bundle
+        sharing = sharing or LogSharing.from_env()
+        lock = lock if lock is not None else lock_live_directory(directory, sharing)
         wal = None
         try:
             wal = WriteAheadLog(directory)
             live = LiveState(serving.bundle, config)
             replayed = await recover(live, wal, directory, embedder(serving), strict=False)
-            writer = LiveWriter(wal, directory, config, serving, live, on_swap)
+            writer = LiveWriter(wal, directory, config, serving, live, on_swap, sharing)
             writer.start(snapshot_soon=replayed > 0)
         except BaseException:
             if wal is not None:
@@ -106,24 +131,42 @@ class LiveWrites:
 
     # ---- writes (validated here; the writer checks what needs state) -----------------------
 
-    async def upsert(self, items: list[ItemWrite], deadline: float | None = None) -> WriteResult:
+    async def upsert(self, items: list[ItemWrite], deadline: float | None = None,
+                     request_id: str = "") -> WriteResult:
         items = validate_items(items, self.config)
+        request_id = validate_request_id(request_id, self.config)
         received = time.time()
         serving, live = self.writer.serving, self.writer.live
+        seq = live.requests.sequence_of(request_id)
+        if seq is not None:  # a retry of a logged write: don't embed it again
+            return WriteResult(seq, 0, True)
         texts = live.item_texts(items)
         # In slices the admission queue can take (it refuses more texts than it holds at once).
         parts = [(await serving.batcher.embed(texts[i:i + EMBED_SLICE], deadline, cache=False))[0]
                  for i in range(0, len(texts), EMBED_SLICE)]
         return await self.writer.submit(Write(UPSERT, received, items=items, vectors=np.concatenate(parts),
-                                              encoder=live.fingerprint))
+                                              encoder=live.fingerprint, request_id=request_id))
 
-    async def delete(self, item_ids: list[str]) -> WriteResult:
+    async def delete(self, item_ids: list[str], request_id: str = "") -> WriteResult:
         ids = validate_item_ids(item_ids, self.config)
-        return await self.writer.submit(Write(DELETE, time.time(), item_ids=ids))
+        request_id = validate_request_id(request_id, self.config)
+        return await self.writer.submit(Write(DELETE, time.time(), item_ids=ids, request_id=request_id))
 
-    async def record(self, events: list[Event]) -> WriteResult:
+    async def record(self, events: list[Event], request_id: str = "") -> WriteResult:
         events = validate_events(events, self.config)
-        return await self.writer.submit(Write(INTERACTIONS, time.time(), events=events))
+        request_id = validate_request_id(request_id, self.config)
+        return await self.writer.submit(Write(INTERACTIONS, time.time(), events=events,
+                                              request_id=request_id))
+
+    async def wait_applied(self, seq: int, deadline: float | None) -> None:
+        """Read-your-writes: return once this process has applied write `seq`, or raise
+        DeadlineExceeded when the call's deadline (or max_read_wait_s) passes first."""
+        if seq <= self.writer.last_applied:
+            return
+        timeout = self.config.max_read_wait_s if deadline is None else deadline - time.monotonic()
+        if not await self.writer.wait_applied(seq, timeout):
+            raise DeadlineExceeded(f"write {seq} was not applied in time here "
+                                   f"(last applied {self.writer.last_applied})")
 
     # ---- reload ----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from export.bundle import fsync_dir
 from export.errors import BundleError
 from server.live.records import DELETE, INTERACTIONS, UPSERT, Event, ItemWrite, Write
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS writes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -34,10 +34,15 @@ CREATE TABLE IF NOT EXISTS writes (
     payload TEXT NOT NULL,
     vectors BLOB,
     encoder TEXT NOT NULL DEFAULT '',
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    request_id TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Version 1 had no request_id (idempotency keys); the column is added in place.
+_MIGRATE_1_TO_2 = "ALTER TABLE writes ADD COLUMN request_id TEXT NOT NULL DEFAULT ''"
+_REQUEST_ID_INDEX = ("CREATE INDEX IF NOT EXISTS writes_request_id ON writes(request_id)"
+                     " WHERE request_id != ''")
 
 
 def _payload(write: Write) -> str:
@@ -51,9 +56,9 @@ def _payload(write: Write) -> str:
 
 
 def _write_from_row(seq: int, kind: str, payload: str, vectors: bytes | None, encoder: str,
-                    received_at: float) -> Write:
+                    received_at: float, request_id: str) -> Write:
     body = json.loads(payload)
-    write = Write(kind=kind, received_at=received_at, encoder=encoder, seq=seq)
+    write = Write(kind=kind, received_at=received_at, encoder=encoder, seq=seq, request_id=request_id)
     if kind == UPSERT:
         write.items = tuple(ItemWrite(i, t, x, a) for i, t, x, a in body)
         write.vectors = np.frombuffer(vectors, dtype=np.float32).reshape(len(body), -1).copy()
@@ -82,17 +87,21 @@ class WriteAheadLog:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise BundleError(f"{self.path} is not a recserve write-ahead log: {exc}") from exc
-        if version == 0:
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
+        if version == 1:
+            self._db.execute(_MIGRATE_1_TO_2)
+        elif version not in (0, SCHEMA_VERSION):
             raise BundleError(f"{self.path}: log schema {version} is not {SCHEMA_VERSION}")
+        if version != SCHEMA_VERSION:
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._db.execute(_REQUEST_ID_INDEX)
         if created:
             fsync_dir(self.directory)  # the new file's directory entry must survive a crash too
 
     def append(self, writes: list[Write]) -> list[int]:
         """Commit writes in one durable transaction; sets and returns their sequence numbers."""
         rows = [(w.kind, _payload(w), None if w.vectors is None else
-                 np.ascontiguousarray(w.vectors, dtype=np.float32).tobytes(), w.encoder, w.received_at)
+                 np.ascontiguousarray(w.vectors, dtype=np.float32).tobytes(), w.encoder, w.received_at,
+                 w.request_id)
                 for w in writes]
         with self._lock:
             cursor = self._db.cursor()
@@ -100,8 +109,8 @@ class WriteAheadLog:
             try:
                 seqs = []
                 for row in rows:
-                    cursor.execute("INSERT INTO writes(kind, payload, vectors, encoder, received_at)"
-                                   " VALUES (?, ?, ?, ?, ?)", row)
+                    cursor.execute("INSERT INTO writes(kind, payload, vectors, encoder, received_at,"
+                                   " request_id) VALUES (?, ?, ?, ?, ?, ?)", row)
                     seqs.append(int(cursor.lastrowid))
                 cursor.execute("COMMIT")  # synchronous=FULL: returns after fsync
             except BaseException:
@@ -115,9 +124,18 @@ class WriteAheadLog:
         """Up to `limit` writes with sequence number > after_seq, in order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, kind, payload, vectors, encoder, received_at FROM writes"
+                "SELECT seq, kind, payload, vectors, encoder, received_at, request_id FROM writes"
                 " WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
         return [_write_from_row(*row) for row in rows]
+
+    def request_ids_since(self, received_at: float) -> list[tuple[str, int, float]]:
+        """(request_id, seq, received_at) of every logged write with an idempotency key
+        received at or after `received_at`, oldest first (rebuilds the dedupe window)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT request_id, seq, received_at FROM writes WHERE request_id != ''"
+                " AND received_at >= ? ORDER BY seq", (received_at,)).fetchall()
+        return [(str(r), int(s), float(t)) for r, s, t in rows]
 
     def read_after(self, seq: int, batch: int = 512) -> Iterator[Write]:
         """Every write with sequence number > seq, in order (read in batches)."""

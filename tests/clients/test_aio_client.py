@@ -62,10 +62,11 @@ async def test_deadline(fake_server):
 async def test_writes_info_and_health(fake_server):
     fake_server.behaviour.fail_first = 1
     async with AsyncRecommenderClient(options=options_for(fake_server)) as client:
-        with pytest.raises(errors.Unavailable):  # not idempotent: not retried
-            await client.record_interactions([Interaction("17850", "71053", "view")])
+        # retried after UNAVAILABLE with the same idempotency key: the server counts it once
         written = await client.record_interactions([Interaction("17850", "71053", "view")])
         info = await client.info()
         assert await client.health() == "SERVING"
+    first, retry = fake_server.behaviour.requests[:2]
+    assert first.request_id and retry.request_id == first.request_id
     assert written.applied == 1
     assert info.bundle_version == FAKE_VERSION

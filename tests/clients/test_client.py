@@ -99,13 +99,21 @@ def test_other_codes_are_not_retried(fake_server, code, error):
     assert len(fake_server.behaviour.calls) == 1
 
 
-def test_record_interactions_is_not_retried_because_it_is_not_idempotent(fake_server):
+def test_writes_are_retried_with_one_request_id_per_logical_call(fake_server):
     fake_server.behaviour.fail_first = 1
     with client_for(fake_server) as client:
-        with pytest.raises(errors.Unavailable):
-            client.record_interactions([Interaction("17850", "71053")])
-        assert client.upsert_items([Item("X1", "RED MUG")]).applied == 1  # idempotent: retried fine
-    assert [c[0] for c in fake_server.behaviour.calls] == ["RecordInteractions", "UpsertItems"]
+        assert client.record_interactions([Interaction("17850", "71053")]).applied == 1
+        client.upsert_items([Item("X1", "RED MUG")])
+    requests = fake_server.behaviour.requests
+    assert [c[0] for c in fake_server.behaviour.calls] == ["RecordInteractions"] * 2 + ["UpsertItems"]
+    assert requests[0].request_id and requests[0].request_id == requests[1].request_id  # the retry
+    assert requests[2].request_id != requests[0].request_id  # a new call, a new key
+
+
+def test_a_caller_given_request_id_is_sent_as_is(fake_server):
+    with client_for(fake_server) as client:
+        client.delete_items(["X1"], request_id="order-42-delete")
+    assert fake_server.behaviour.requests[0].request_id == "order-42-delete"
 
 
 def test_deadline_cuts_a_slow_call(fake_server):
