@@ -51,6 +51,9 @@ class TrainingConfig(RecserveSettings):
     """History length of the item-vector validation query (the server keeps 50 events)."""
     item_pairs_per_item: int = Field(3, ge=0)
     """Item -> co-interacted item pairs added per item (its strongest partners); 0: none."""
+    item_pair_share: float = Field(0.5, ge=0, lt=1)
+    """Share of the training pool that is item pairs (cycled when there are fewer): the
+    server queries the index with item vectors, so the item side gets half the steps."""
     item_pair_window: int = Field(5, ge=1)
     """Items at most this many positions apart in a user's sequence are co-interacted
     (the build's co-occurrence window)."""

@@ -84,8 +84,10 @@ def make_pair_sets(data: TrainingData, config: TrainingConfig,
     item_pairs = co_interaction_pairs(events, end=cutoff, window=config.item_pair_window,
                                       per_item=config.item_pairs_per_item,
                                       min_users=config.item_pair_min_users, seed=config.seed)
-    if item_pairs:  # the item side (item -> co-interacted item), mixed into the same pool
-        train_pool = _interleave(train_pool, item_pairs, config.seed + 1)
+    if item_pairs and config.item_pair_share > 0:  # the item side, mixed into the same pool
+        wanted = round(len(train_pool) * config.item_pair_share / (1 - config.item_pair_share))
+        cycled = [item_pairs[i % len(item_pairs)] for i in range(max(wanted, 1))]
+        train_pool = _interleave(train_pool, cycled, config.seed + 1)
     if query_pairs:
         train_pool = _interleave(train_pool, split_query_pairs(list(query_pairs), end=cutoff,
                                                                seed=config.seed), config.seed)

@@ -164,5 +164,6 @@ def test_item_pairs_join_the_training_pool_only(data):
     without = make_pair_sets(data, TrainingConfig(item_pairs_per_item=0))
     item_pairs = [p for p in with_items.train_pool if p.user < 0]
     assert item_pairs and len(with_items.train_pool) == len(without.train_pool) + len(item_pairs)
+    assert abs(len(item_pairs) / len(with_items.train_pool) - 0.5) < 0.01  # item_pair_share
     assert all(p.timestamp < with_items.cutoff for p in item_pairs)
     assert with_items.validation == without.validation
