@@ -74,6 +74,10 @@ class BuildConfig(RecserveSettings):
     """Retrieval backend the bundle is served from; milvus also loads a collection at milvus_uri."""
     milvus_uri: str = ""
     """Milvus server the `milvus` backend loads the vectors into (and serving connects to)."""
+    engine: Literal["local", "ray"] = "local"
+    """Who embeds the catalog: this process, or a Ray Data actor pool (export/ray_embedding.py)."""
+    ray_workers: int = 0
+    """Ray actors embedding in parallel; 0 = one per GPU, else one per CPU of the cluster."""
 
 
 def read_encoder(encoder_dir: str | Path, max_length: int = 0) -> tuple[dict[str, Any], int]:
@@ -126,8 +130,11 @@ def _progress(enabled: bool) -> Progress:
 
 def _embed_catalog(store: ItemStore, records: Iterable[ItemRecord], expected: int,
                    runtime: EncoderRuntime, tokenizer: TextTokenizer, config: BuildConfig,
-                   progress: Progress) -> np.ndarray:
-    """Store and embed records chunk by chunk; [n, dim] vectors in label order."""
+                   progress: Progress, encoder_root: Path) -> np.ndarray:
+    """Store and embed records chunk by chunk; [n, dim] vectors in label order.
+
+    With engine "ray" the chunks are only stored here and every text is embedded at the end
+    by a Ray actor pool (each actor loads the encoder from `encoder_root`)."""
     vectors = np.empty((expected, runtime.dim), dtype=np.float32)
     task = progress.add_task("embedding items", total=expected, rate="")
     done, started = 0, time.perf_counter()
@@ -138,14 +145,24 @@ def _embed_catalog(store: ItemStore, records: Iterable[ItemRecord], expected: in
         rate = done / max(time.perf_counter() - started, 1e-9)
         progress.update(task, advance=n, rate=f"{rate:,.0f} items/s")
 
+    pending: list[str] = []  # engine "ray": every text, embedded in one Ray job at the end
     for chunk in _chunks(records, config.embed_chunk):
         labels = store.add_items(chunk)
         if labels[-1] >= len(vectors):  # the row count was an upper bound, read just before
             raise InvalidInput("the catalog file grew while it was being read")
         texts = [item_text(r.title, r.text, r.attributes, include=config.text_attributes)
                  for r in chunk]
+        if config.engine == "ray":
+            pending.extend(texts)
+            continue
         vectors[labels[0]:labels[-1] + 1] = embed_texts(runtime, tokenizer, texts,
                                                         on_batch=advance)
+    if config.engine == "ray":
+        from export.ray_embedding import embed_with_ray
+
+        vectors[:len(pending)] = embed_with_ray(
+            encoder_root / MODEL_FILE, encoder_root / TOKENIZER_DIR, tokenizer.max_length, pending,
+            workers=config.ray_workers, on_batch=advance)
     progress.update(task, total=done)
     return vectors[:done]
 
@@ -207,7 +224,7 @@ def build_bundle(
             t0 = time.perf_counter()
             vectors = _embed_catalog(
                 store, read_catalog(catalog_path, catalog_columns, catalog_report),
-                expected, runtime, tokenizer, config, bar)
+                expected, runtime, tokenizer, config, bar, encoder_root)
             embed_seconds = time.perf_counter() - t0
             if len(vectors) == 0:
                 raise InvalidInput(f"{catalog_path}: no valid items ({catalog_report.summary()})")

@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retrieval", choices=["hnsw", "milvus"], default=None,
                         help="retrieval backend to serve from (default hnsw; milvus loads a collection)")
     parser.add_argument("--milvus-uri", default=None, help="Milvus server for --retrieval milvus")
+    parser.add_argument("--engine", choices=["local", "ray"], default=None,
+                        help="embed here (default) or with a Ray Data actor pool (GPU actors if any)")
+    parser.add_argument("--ray-workers", type=int, default=None,
+                        help="Ray embedding actors (default: one per GPU, else per CPU)")
     parser.add_argument("--config", default=None, help="TOML config file ([build] section)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         target_recall=args.target_recall, max_length=args.max_length,
         half_life_days=args.half_life_days, strict=args.strict, threads=args.threads,
         text_attributes=text_attributes, retrieval=args.retrieval, milvus_uri=args.milvus_uri,
+        engine=args.engine, ray_workers=args.ray_workers,
     )
     manifest = build_bundle(
         args.encoder, args.catalog, args.interactions, args.out, config=config,
