@@ -24,6 +24,7 @@ from protos import recommender_pb2_grpc as pb_grpc
 from server.batching.batcher import BatcherConfig
 from server.engine import RankingConfig
 from server.live.config import LiveConfig
+from server.live.log_sharing import LogSharing
 from server.live.service import LiveWrites, live_directory
 from server.metrics import ServerMetrics
 from server.reload import BundleReloader, ReloadOutcome
@@ -121,7 +122,8 @@ class RecserveServer:
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # on only for --workers N: then the workers share the port on purpose
+            ("grpc.so_reuseport", 1 if LogSharing.from_env().shared else 0),
         ]
         self.grpc = grpc.aio.server(options=options)
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self), self.grpc)

@@ -1,0 +1,121 @@
+"""`recserve serve --workers 2`: a real supervisor and two worker processes on one port (port 0).
+
+One server for the module; the tests run in order and the last one stops it with SIGTERM.
+Each call uses a new channel (a new connection), so the kernel's SO_REUSEPORT spreading
+reaches both workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import grpc
+import pytest
+
+from clients.client import RecommenderClient
+from clients.options import ClientOptions, RetryPolicy
+from protos import recommender_pb2 as pb
+from protos import recommender_pb2_grpc as pb_grpc
+from server.workers.process import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def two_workers(small_bundle, tmp_path_factory):
+    work = tmp_path_factory.mktemp("workers")
+    current = work / "current"
+    current.symlink_to(small_bundle, target_is_directory=True)  # re-pointed by the reload test
+    server = ServerProcess(current, work / "live", work / "server.log", extra_args=("--workers", "2"))
+    server.start()
+    yield server, work
+    server.kill()
+
+
+def _call(port: int, request: pb.RecommendRequest, timeout: float = 10.0) -> pb.RecommendResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # a new connection each time
+        return pb_grpc.RecommenderStub(channel).Recommend(request, timeout=timeout)
+
+
+def _workers_seen(port: int, request: pb.RecommendRequest, calls: int = 24) -> dict[str, pb.RecommendResponse]:
+    return {r.timings.worker_id: r for r in (_call(port, request) for _ in range(calls))}
+
+
+def test_calls_are_spread_over_the_workers(two_workers):
+    server, _ = two_workers
+    seen = _workers_seen(server.port, pb.RecommendRequest(query="christmas lantern", k=5))
+    assert len(seen) == 2, seen.keys()
+    assert all(r.items for r in seen.values())
+
+
+def test_a_write_acknowledged_by_one_worker_is_read_through_min_sequence_on_all(two_workers):
+    server, _ = two_workers
+    with RecommenderClient(f"127.0.0.1:{server.port}") as client:
+        written = client.upsert_items([pb.Item(item_id="ws-new-1", title="ZEPPELIN TEA COSY",
+                                               text="a brand new item", attributes={"probe": "ws"})])
+    probe = pb.RecommendRequest(query="zeppelin tea cosy", k=3, min_sequence=written.sequence,
+                                filter=pb.Filter(attribute_equals={"probe": "ws"}))
+    answers = [_call(server.port, probe) for _ in range(24)]
+    assert len({a.timings.worker_id for a in answers}) == 2
+    assert all([i.item_id for i in a.items] == ["ws-new-1"] for a in answers)
+
+
+def test_a_killed_worker_is_replaced_while_calls_keep_succeeding(two_workers):
+    server, _ = two_workers
+    request = pb.RecommendRequest(query="red mug", k=3)
+    before = _workers_seen(server.port, request)
+    victim = int(sorted(before)[0].rsplit("-", 1)[1])
+    os.kill(victim, signal.SIGKILL)
+    failures, seen_after = 0, set()
+    # A connection that lands on the dead worker, or on its replacement while it still loads
+    # (it binds before it serves, answering UNAVAILABLE), is retried by the client.
+    options = ClientOptions(target=f"127.0.0.1:{server.port}", deadline_s=30.0,
+                            retry=RetryPolicy(max_attempts=60, initial_backoff_s=0.1, max_backoff_s=0.5))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(seen_after - set(before)) == 0:
+        try:
+            with RecommenderClient(options=options) as client:
+                seen_after.add(client.recommend_request(request, raw=True).timings.worker_id)
+        except Exception:  # noqa: BLE001 - counted, must stay 0
+            failures += 1
+        time.sleep(0.05)
+    assert failures == 0
+    replacement = seen_after - set(before)
+    assert replacement and all(not w.endswith(f"-{victim}") for w in replacement)
+    assert "restarting in" in server.log_text()
+
+
+def test_a_reload_is_seen_by_every_worker(two_workers, small_bundle):
+    server, work = two_workers
+    v2 = work / "bundle-v2"
+    shutil.copytree(small_bundle, v2)
+    manifest = json.loads((v2 / "manifest.json").read_text())
+    manifest["version"] = manifest["version"] + "-v2"
+    (v2 / "manifest.json").write_text(json.dumps(manifest))
+    (work / "current").unlink()
+    (work / "current").symlink_to(v2, target_is_directory=True)
+    server.process.send_signal(signal.SIGHUP)  # the supervisor forwards it to every worker
+    request = pb.RecommendRequest(query="christmas lantern", k=3)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen = _workers_seen(server.port, request, calls=12)
+        if len(seen) == 2 and all(r.bundle_version == manifest["version"] for r in seen.values()):
+            break
+        time.sleep(0.2)
+    assert {r.bundle_version for r in seen.values()} == {manifest["version"]} and len(seen) == 2
+
+
+def test_sigterm_drains_every_worker_and_exits_0(two_workers):
+    server, _ = two_workers
+    pids = {int(w.rsplit("-", 1)[1]) for w in _workers_seen(server.port, pb.RecommendRequest(query="mug"))}
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        in_flight = pb_grpc.RecommenderStub(channel).Recommend.future(
+            pb.RecommendRequest(query="lantern gift", k=5), timeout=10)
+        server.process.send_signal(signal.SIGTERM)
+        assert in_flight.result().items  # admitted before the drain: answered
+    assert server.process.wait(timeout=60) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
