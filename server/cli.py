@@ -15,8 +15,6 @@ from server.live.config import LiveConfig
 from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
-from server.workers.identity import worker_prefix
-from server.workers.supervisor import SupervisorConfig, WorkerSupervisor, announce_ready, auto_workers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +29,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: live/ beside the bundle directory)")
     parser.add_argument("--read-only", action="store_true", default=None,
                         help="refuse live writes (UpsertItems, DeleteItems, RecordInteractions)")
-    parser.add_argument("--workers", default="1",
-                        help="serving processes sharing the port: a number or `auto` (usable CPUs); "
-                        "default 1 (docs/WORKERS.md)")
+    security = parser.add_argument_group("security (docs/SECURITY.md)")
+    security.add_argument("--tls-cert", help="PEM certificate chain: the gRPC port speaks TLS only")
+    security.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    security.add_argument("--tls-client-ca", help="PEM CA: clients must present a certificate it signed")
+    security.add_argument("--tokens-file", help="TOML file of scoped tokens (sha256) and certificate "
+                          "subjects; tokens never go on the command line (or RECSERVE_SERVER_TOKENS)")
+    security.add_argument("--insecure", action="store_true", default=None,
+                          help="on a non-loopback address without credentials, accept writes and Reload anyway")
+    security.add_argument("--release-dir", help="publish directory Reload may load from "
+                          "(`current` or a version name); default: Reload over the API is off")
+    security.add_argument("--metrics-host", help="interface of the Prometheus port (default: --host)")
+    security.add_argument("--no-reflection", dest="reflection", action="store_false", default=None,
+                          help="do not serve gRPC server reflection")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -41,7 +49,10 @@ def configs_from_args(args: argparse.Namespace) -> AllConfigs:
     cfg = args.config
     return AllConfigs(
         server=load_settings(ServerConfig, cfg, host=args.host, port=args.port,
-                             metrics_port=args.metrics_port),
+                             metrics_port=args.metrics_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                             tls_client_ca=args.tls_client_ca, tokens_file=args.tokens_file,
+                             insecure=args.insecure, release_dir=args.release_dir,
+                             metrics_host=args.metrics_host, reflection=args.reflection),
         runtime=load_settings(RuntimeConfig, cfg, provider=args.provider, intra_op_threads=args.threads),
         batcher=load_settings(BatcherConfig, cfg),
         retrieval=load_settings(RetrievalConfig, cfg),
@@ -59,8 +70,13 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
     server = RecserveServer(configs)
     loop = asyncio.get_running_loop()
     stopping: list[asyncio.Task] = []
+    starting: list[asyncio.Task] = []
 
     def on_signal(signame: str) -> None:
+        if starting and not starting[0].done():  # still loading: stop cleanly, never say "serving"
+            log.info("%s during start-up: stopping", signame)
+            starting[0].cancel()
+            return
         log.info("%s: draining", signame)
         if not stopping:
             stopping.append(loop.create_task(server.drain_and_stop()))
@@ -76,7 +92,11 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
     reloads: set[asyncio.Task] = set()  # keep a reference until each task is done
 
     def on_hangup() -> None:
-        if server.state is not None and not stopping:
+        try:  # new certificates and tokens file first: they need no bundle
+            server.security.reload()
+        except Exception as exc:  # noqa: BLE001 - keep the credentials in use; say why
+            log.error("SIGHUP: credentials not reloaded: %s", exc)
+        if server.ready and not stopping:
             task = loop.create_task(reload())
             reloads.add(task)
             task.add_done_callback(reloads.discard)
@@ -84,11 +104,15 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    port = await server.start(bundle)
+    starting.append(loop.create_task(server.start(bundle)))
+    try:
+        port = await starting[0]
+    except asyncio.CancelledError:  # start() already stopped what it had started
+        print("recserve: stopped during start-up", flush=True)
+        return 0
     live = f"; live writes in {server.live.directory}" if server.live is not None else "; read-only"
-    print(f"{worker_prefix()}: serving bundle {server.state.version} on {configs.server.host}:{port}"
+    print(f"recserve: serving bundle {server.state.version} on {configs.server.host}:{port}"
           f" (metrics on :{server.metrics_port}{live})", flush=True)
-    announce_ready(server.state.version)  # to the supervisor, when this is one of its workers
     await server.wait_for_termination()
     if stopping:
         await stopping[0]
@@ -103,22 +127,4 @@ def run(args: argparse.Namespace) -> int:
         from server.default_bundle import default_bundle_path
 
         bundle = str(default_bundle_path())
-    workers = auto_workers() if str(args.workers) == "auto" else int(args.workers)
-    if workers > 1:
-        return supervise(args, bundle, configs, workers)
     return asyncio.run(serve(bundle, configs))
-
-
-def supervise(args: argparse.Namespace, bundle: str, configs: AllConfigs, workers: int) -> int:
-    """`--workers N`: N serving processes on one port (server/workers/supervisor.py)."""
-    import sys
-
-    from server.live.service import live_directory
-
-    argv = sys.argv[sys.argv.index("serve") + 1:] + ["--bundle", bundle]
-    server = configs.server
-    config = SupervisorConfig(
-        workers=workers, host=server.host, port=server.port,
-        metrics_host=getattr(server, "metrics_host", "") or server.host, metrics_port=server.metrics_port,
-        live_dir=live_directory(bundle, configs.live) if configs.live.enabled else None)
-    return WorkerSupervisor(config, argv).run()

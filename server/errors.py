@@ -39,3 +39,7 @@ class WritesDisabled(RecserveError):
 
 class InferenceFailed(RecserveError):
     """The encoder failed on this request's batch (the request fails, the server stays up)."""
+
+
+class BindFailed(RecserveError):
+    """The server cannot listen on its configured address (port in use, address not local)."""

@@ -1,7 +1,8 @@
 """The recserve gRPC server: Recommender + grpc.health.v1 + reflection + Prometheus endpoint.
 
-Health is NOT_SERVING until a bundle is loaded and warmed up by real inference, follows the
-inference backend's health after that, and goes NOT_SERVING at once when draining.
+Readiness (grpc.health.v1) is computed in one place, `_publish_health`: SERVING only once the
+bundle is loaded, warmed up and installed, live writes are recovered, and the server is not
+draining; the inference backend's health matters only after that.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from protos import recommender_pb2_grpc as pb_grpc
 from server.batching.batcher import BatcherConfig
 from server.engine import RankingConfig
 from server.live.config import LiveConfig
-from server.live.log_sharing import LogSharing
-from server.live.service import LiveWrites, live_directory
+from server.live.service import LiveWrites, live_directory, lock_live_directory
 from server.metrics import ServerMetrics
 from server.reload import BundleReloader, ReloadOutcome
 from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
+from server.errors import BindFailed
+from server.service.door import CallDoor
 from server.service.servicer import RecommenderServicer
 from server.serving_state import ServingConfigs, ServingState, open_serving_state
 
@@ -37,35 +39,6 @@ log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-class InFlightCalls:
-    """Counts admitted calls so a drain can wait for them itself.
-
-    grpc.aio's stop(grace) stops waiting as soon as any handler has aborted (grpc/grpc#37239),
-    and a drain aborts every new call, so the grace period is enforced here instead.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def enter(self) -> None:
-        self.count += 1
-        self._idle.clear()
-
-    def leave(self) -> None:
-        self.count -= 1
-        if self.count == 0:
-            self._idle.set()
-
-    async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
 
 
 class ServerConfig(RecserveSettings):
@@ -83,6 +56,18 @@ class ServerConfig(RecserveSettings):
     """Largest request or response message."""
     auth_token: str = ""
     """If set, every call must carry `authorization: Bearer <token>` metadata."""
+    max_concurrent_calls: int = 0
+    """Recommender calls in flight at once; more are refused with RESOURCE_EXHAUSTED at the door
+    (0 = what the batcher holds: max_queue + 2 x max_batch_size, one text per call)."""
+    drain_accept_s: float = 0.5
+    """After SIGTERM, calls already sent are still taken this long before the port stops accepting
+    (gRPC core cancels calls it received but Python had not picked up yet when it stops)."""
+    malformed_log_interval_s: float = 10.0
+    """At most one log line per interval about unparseable requests."""
+
+    def concurrency_limit(self, batcher: BatcherConfig) -> int:
+        """The door's bound: configured, or derived from what the batcher can hold."""
+        return self.max_concurrent_calls or batcher.max_queue + 2 * batcher.max_batch_size
 
 
 @dataclass
@@ -109,7 +94,11 @@ class RecserveServer:
         self.metrics = ServerMetrics()
         self.state: ServingState | None = None
         self.draining = False
-        self.in_flight = InFlightCalls()
+        self._installed = False  # bundle loaded, warmed, live writes recovered: see _publish_health
+        self._health_lock = asyncio.Lock()
+        self.door = CallDoor(self.config.concurrency_limit(self.configs.batcher), self.metrics,
+                             self.config.malformed_log_interval_s)
+        self.in_flight = self.door.in_flight
         self.live: LiveWrites | None = None
         self.bundle_path: str | None = None
         self.reloader = BundleReloader(
@@ -119,13 +108,13 @@ class RecserveServer:
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
         self._metrics_http = None
+        self._health_tasks: set[asyncio.Task] = set()
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
-            # on only for --workers N: then the workers share the port on purpose
-            ("grpc.so_reuseport", 1 if LogSharing.from_env().shared else 0),
+            ("grpc.so_reuseport", 0),
         ]
-        self.grpc = grpc.aio.server(options=options)
+        self.grpc = grpc.aio.server(options=options, interceptors=[self.door])
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection(
@@ -135,31 +124,48 @@ class RecserveServer:
     async def start(self, bundle_path: str | Path, address: str | None = None) -> int:
         """Bind, report NOT_SERVING, load + warm the bundle, then report SERVING. Returns the port."""
         address = address or f"{self.config.host}:{self.config.port}"
-        self.port = self.grpc.add_insecure_port(address)
-        await self._set_health(False)
-        await self.grpc.start()
-        if self.config.metrics_port >= 0:
-            self._metrics_http, _ = start_http_server(self.config.metrics_port, registry=self.metrics.registry)
-            self.metrics_port = self._metrics_http.server_port
         try:
+            self.port = self.grpc.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc says only "Failed to bind"
+            raise BindFailed(f"cannot listen on {address}: the port is in use or the address is not local") from exc
+        await self._publish_health()  # the aio HealthServicer starts out SERVING: correct it first
+        await self.grpc.start()
+        lock = None
+        try:
+            self._start_metrics_http()
+            if self.configs.live.enabled:  # one server per live directory: refuse before loading
+                lock = lock_live_directory(live_directory(bundle_path, self.configs.live))
+            log.info("loading bundle %s", bundle_path)
             state = await open_serving_state(
                 bundle_path, self.configs.serving(), self.metrics, self._on_backend_health)
-            if self.configs.live.enabled:  # recover live writes before the first call sees the state
+            if lock is not None:  # recover live writes before the first call sees the state
                 try:
                     self.live = await LiveWrites.open(live_directory(bundle_path, self.configs.live),
-                                                      self.configs.live, state, self._serve_state)
+                                                      self.configs.live, state, self._serve_state, lock)
                 except BaseException:
                     await state.close()
                     raise
             self.state = state
         except BaseException:
+            if lock is not None and self.live is None:
+                lock.close()
             await self.stop(grace=0)
             raise
         self.bundle_path = str(bundle_path)
         self.update_index_metrics()
-        await self._set_health(True)
+        self._installed = True
+        await self._publish_health()
         log.info("serving bundle %s on port %s", self.state.version, self.port)
         return self.port
+
+    def _start_metrics_http(self) -> None:
+        if self.config.metrics_port < 0:
+            return
+        try:
+            self._metrics_http, _ = start_http_server(self.config.metrics_port, registry=self.metrics.registry)
+        except OSError as exc:
+            raise BindFailed(f"cannot serve metrics on port {self.config.metrics_port}: {exc.strerror}") from exc
+        self.metrics_port = self._metrics_http.server_port
 
     @property
     def last_applied_sequence(self) -> int:
@@ -189,23 +195,40 @@ class RecserveServer:
             self.metrics.index_size.labels("stored").set(index.index.get_current_count())
 
     def _on_backend_health(self, healthy: bool) -> None:
-        if not self.draining:
-            asyncio.get_running_loop().create_task(self._set_health(healthy))
+        task = asyncio.get_running_loop().create_task(self._publish_health())
+        self._health_tasks.add(task)
+        task.add_done_callback(self._health_tasks.discard)
 
-    async def _set_health(self, serving: bool) -> None:
-        status = SERVING if serving else NOT_SERVING
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, status)
+    @property
+    def ready(self) -> bool:
+        """Installed, not draining, and the served state's inference backend is healthy."""
+        state = self.state
+        return self._installed and not self.draining and state is not None and state.batcher.healthy
+
+    async def _publish_health(self) -> None:
+        """The one place health is set: from `ready`, read when the lock is held (no stale flips)."""
+        async with self._health_lock:
+            status = SERVING if self.ready else NOT_SERVING
+            for service in ("", SERVICE_NAME):
+                await self.health.set(service, status)
 
     async def drain_and_stop(self, grace: float | None = None) -> None:
-        """SIGTERM: NOT_SERVING at once, refuse new calls, let in-flight calls finish, stop."""
+        """SIGTERM: NOT_SERVING at once; calls already sent are still taken for drain_accept_s,
+        then the port stops accepting and every received call may finish within the grace period."""
         self.draining = True
-        await self.health.enter_graceful_shutdown()
+        await self._publish_health()
         grace = self.config.grace_period_s if grace is None else grace
         started = time.monotonic()
-        if not await self.in_flight.wait_idle(grace):
+        await asyncio.sleep(min(self.config.drain_accept_s, grace))
+        left = lambda: max(0.0, grace - (time.monotonic() - started))  # noqa: E731
+        await self.health.enter_graceful_shutdown()
+        # stop(grace) closes the port and waits for the calls gRPC has started; the door's own
+        # count also covers handlers that finish after gRPC stopped waiting (grpc/grpc#37239).
+        stopping = asyncio.create_task(self.grpc.stop(left()))
+        if not await self.in_flight.wait_idle(left()):
             log.warning("%d calls still running after the %.1fs grace period", self.in_flight.count, grace)
-        await self.stop(max(0.0, grace - (time.monotonic() - started)))
+        await stopping
+        await self.stop(left())
 
     async def stop(self, grace: float | None = 0) -> None:
         await self.grpc.stop(grace)

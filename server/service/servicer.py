@@ -1,7 +1,8 @@
 """recserve.v1.Recommender over grpc.aio: protobuf in, domain call, protobuf out.
 
 Every RPC goes through `_rpc`: auth and readiness checks, the deadline, one error mapping
-(status_map), and the request metrics. Nothing else happens here.
+(status_map). Admission, call metrics and in-flight tracking happen before, at the door
+(server/service/door.py). Nothing else happens here.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ import numpy as np
 from export.errors import RecserveError
 from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
-from server.errors import InvalidRequest, NotReady, Unauthenticated
+from server.errors import DeadlineExceeded, InvalidRequest, NotReady, Unauthenticated
 from server.requests import StageTimings
 from server.service import write_rpcs
 from server.service.convert import query_from_proto, result_to_proto, timings_to_proto
 from server.service.status_map import status_for
-from server.workers.identity import worker_id
 
 if TYPE_CHECKING:
     from server.service.app import RecserveServer
@@ -35,51 +35,41 @@ def _rpc(method: str):
     def wrap(handler):
         @functools.wraps(handler)
         async def call(self: "RecommenderServicer", request, context: grpc.aio.ServicerContext):
-            started = time.perf_counter()
-            code = "OK"
-            admitted = False
             try:
                 state = self._admit(context)
-                self.server.in_flight.enter()
-                admitted = True
-                remaining = context.time_remaining()
-                deadline = None if remaining is None else time.monotonic() + remaining
+                deadline = _deadline(context)
                 with state.track():  # a reload retires this state once its calls are done
                     return await handler(self, state, request, deadline)
             except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
                 status, message = status_for(exc)
                 if not isinstance(exc, RecserveError):
                     log.exception("%s failed", method)
-                code = status.name
                 # set_code instead of abort(): an aborted handler makes grpc.aio's stop(grace)
                 # stop waiting for the other in-flight calls (grpc/grpc#37239).
                 context.set_code(status)
                 context.set_details(message)
                 return None
-            finally:
-                if admitted:
-                    self.server.in_flight.leave()
-                self._record(method, code, time.perf_counter() - started)
 
         return call
 
     return wrap
 
 
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline on the time.monotonic() clock; DeadlineExceeded if it has passed."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    if remaining <= 0:
+        raise DeadlineExceeded("the deadline passed before the call started")
+    return time.monotonic() + remaining
+
+
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, server: "RecserveServer") -> None:
         self.server = server
-        self._worker_id = worker_id()
         self.metrics = server.metrics
         self.limits = server.limits
-        methods = pb.DESCRIPTOR.services_by_name["Recommender"].methods_by_name
-        self._count = {(m, "OK"): self.metrics.requests.labels(m, "OK") for m in methods}
-        self._latency = {m: self.metrics.request_latency.labels(m) for m in methods}
-
-    def _record(self, method: str, code: str, seconds: float) -> None:
-        counter = self._count.get((method, code)) or self.metrics.requests.labels(method, code)
-        counter.inc()
-        self._latency[method].observe(seconds)
 
     def _admit(self, context: grpc.aio.ServicerContext):
         token = self.server.config.auth_token
@@ -88,18 +78,14 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             if metadata.get("authorization") != f"Bearer {token}":
                 raise Unauthenticated("missing or invalid bearer token")
         state = self.server.state
-        if state is None or self.server.draining:
-            raise NotReady("server is not serving (starting up or draining)")
+        if state is None:  # draining still answers: every call received before the port closes
+            raise NotReady("server is not serving yet (starting up)")
         return state
 
     @_rpc("Recommend")
     async def Recommend(self, state, request: pb.RecommendRequest, deadline):
         query = query_from_proto(request).validated(self.limits)
-        if request.min_sequence > 0 and self.server.live is not None:  # read-your-writes
-            await self.server.live.wait_applied(request.min_sequence, deadline)
-        response = result_to_proto(await state.engine.recommend(query, deadline))
-        response.timings.worker_id = self._worker_id  # which of the --workers processes answered
-        return response
+        return result_to_proto(await state.engine.recommend(query, deadline))
 
     @_rpc("RecommendBatch")
     async def RecommendBatch(self, state, request: pb.RecommendBatchRequest, deadline):

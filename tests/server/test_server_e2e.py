@@ -223,15 +223,16 @@ async def test_health_is_not_serving_until_warm_and_when_draining(small_bundle):
 
     server = RecserveServer(AllConfigs(server=ServerConfig(metrics_port=-1)))
     seen = []
-    real_set = server._set_health
+    real_set = server.health.set
 
-    async def record(serving: bool) -> None:
-        seen.append(serving)
-        await real_set(serving)
+    async def record(service: str, status) -> None:
+        seen.append((status == health_pb2.HealthCheckResponse.SERVING, server.state is not None))
+        await real_set(service, status)
 
-    server._set_health = record
+    server.health.set = record
     await server.start(small_bundle, "127.0.0.1:0")
-    assert seen[0] is False and seen[-1] is True
+    assert seen[0][0] is False and seen[-1][0] is True
+    assert all(installed for serving, installed in seen if serving), "SERVING before the state was installed"
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         drain = asyncio.create_task(server.drain_and_stop(grace=1.0))
