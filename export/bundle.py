@@ -11,7 +11,9 @@ Layout (paths relative to the bundle directory):
 
 A bundle is written to a temporary sibling directory and renamed into place at the end
 (`BundleWriter`), and never modified afterwards. `read_manifest` refuses a bundle whose
-format version is unknown or whose files do not match their checksums.
+format version is unknown or whose files do not match their checksums; `load_manifest`
+returns it as the typed `Manifest` the server reads (the one contract between build and
+serve: the sections it types are the ones serving depends on).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from export.errors import BundleError, InvalidInput
 
@@ -160,3 +164,110 @@ def verify_checksums(root: Path, manifest: dict[str, Any]) -> list[str]:
     ]
     problems += [f"{name}: not in manifest" for name in actual if name not in expected]
     return problems
+
+
+# ---- the typed manifest ----------------------------------------------------------------------
+
+
+class _Section(BaseModel):
+    """A manifest section: typed fields serving reads, other recorded keys kept as they are."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class EncoderModel(_Section):
+    source: str = ""
+    sha256: str = ""
+    pooling: str = "unknown"
+    max_length: int = 256
+    dim: int | None = None
+
+
+class EncoderSection(_Section):
+    model: EncoderModel = EncoderModel()
+    precision: str | None = None
+    quantization: dict[str, Any] | None = None
+    verification: dict[str, Any] | None = None
+
+
+class IndexSection(_Section):
+    file: str = INDEX_FILE
+    ef: int = 64
+    m: int = 16
+    dim: int | None = None
+
+
+class FeatureParameters(_Section):
+    history_length: int = 50
+    """Most recent items kept per user; the server uses this many of a request's history."""
+    event_weights: dict[str, float] = {}
+    """The event-weight table the build used (export.features.EVENT_WEIGHTS)."""
+    window: int = 5
+    neighbours: int = 0
+    """Item-to-item and transition neighbours kept per item (0: a bundle without them)."""
+    trending_half_life_days: float = 7.0
+
+
+class FeaturesSection(_Section):
+    format: int = 1
+    reference_time: float = 0.0
+    half_life_days: float = 30.0
+    parameters: FeatureParameters = FeatureParameters()
+    counts: dict[str, Any] = {}
+
+
+class RankerManifest(_Section):
+    """Learned ranking: linear weights (train-ranker) and/or an exported model (`model`,
+    server/ranking/gbdt.py's RankerSection)."""
+
+    weights: dict[str, float] | None = None
+    model: dict[str, Any] | None = None
+
+
+class Manifest(_Section):
+    """The bundle's manifest.json, typed. It also reads as a mapping of the raw JSON
+    (`get`, `[]`, `in`, `keys`, `items`), for readers of sections not typed here."""
+
+    format_version: int
+    version: str = ""
+    created_at: str = ""
+    encoder: EncoderSection = EncoderSection()
+    index: IndexSection = IndexSection()
+    features: FeaturesSection = FeaturesSection()
+    ranker: RankerManifest | None = None
+    item_text: dict[str, Any] | None = None
+    files: dict[str, str] = {}
+    _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "Manifest":
+        try:
+            manifest = cls.model_validate(raw)
+        except ValueError as exc:
+            raise BundleError(f"the manifest does not match the bundle format: {exc}") from exc
+        manifest._raw = raw
+        return manifest
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self._raw
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._raw.get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._raw[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._raw
+
+    def keys(self):
+        return self._raw.keys()
+
+    def items(self):
+        return self._raw.items()
+
+
+def load_manifest(bundle_dir: str | Path, *, verify: bool = True) -> Manifest:
+    """The bundle's typed manifest (read_manifest's checks first)."""
+    return Manifest.from_json(read_manifest(bundle_dir, verify=verify))

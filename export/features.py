@@ -1,4 +1,5 @@
-"""Interaction feature tables: popularity, item-item co-occurrence, user histories, vocabularies.
+"""Interaction feature tables: popularity, trending, repeat rate, item-item co-occurrence,
+item-to-item CF and transition neighbours (export/neighbours.py), user histories, vocabularies.
 
 Per-user sequences are ordered by time; events that share a timestamp (the items of one
 invoice) are ordered by a seeded pseudo-random key computed from (seed, user, item,
@@ -7,6 +8,9 @@ timestamp), so the order depends neither on the file order nor on chance between
 Co-occurrence: within each user's sequence, item j at distance d <= window after item i
 adds 1/d to C[i, j] (and `backward_weight`/d to C[j, i]); each row keeps its top_n
 neighbours and is divided by its maximum. Files are numpy .npy/.npz and JSON, never pickle.
+
+EVENT_WEIGHTS is the one event-weight table: the build weighs logged events with it and the
+server weighs live events with it (server/users.py, server/live), so both agree.
 """
 
 from __future__ import annotations
@@ -26,9 +30,15 @@ from export.catalog import Interaction
 from export.errors import BundleError
 from export.item_store import Catalog
 from export.item_text import is_numeric
+from export.neighbours import NeighbourTable, item_knn_table, transition_table
 
-FEATURES_FORMAT = 1
-DEFAULT_EVENT_WEIGHTS = {"purchase": 1.0, "add_to_cart": 0.5, "click": 0.25, "view": 0.1}
+FEATURES_FORMAT = 2
+# How much one event of each kind says about a user's taste; negative feedback is no taste
+# signal (it suppresses the item instead, server/users.py).
+EVENT_WEIGHTS: dict[str, float] = {"purchase": 1.0, "add_to_cart": 0.5, "click": 0.25,
+                                   "view": 0.1, "dislike": 0.0, "not_interested": 0.0}
+NEGATIVE_EVENTS = frozenset({"dislike", "not_interested"})
+DEFAULT_EVENT_WEIGHTS = {k: v for k, v in EVENT_WEIGHTS.items() if k not in NEGATIVE_EVENTS}
 MAX_VOCAB_VALUES = 1000  # attributes with more distinct values (ids, free text) are not vocabularies
 _DAY = 86400.0
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -41,6 +51,10 @@ class InteractionFeatures:
     popularity: np.ndarray
     popularity_count: np.ndarray
     cooccurrence: sp.csr_matrix
+    trending: np.ndarray  # float32 [n] popularity with the short (trending) half-life, max 1
+    repeat_rate: np.ndarray  # float32 [n] share of the item's users who came back to it
+    item_knn: NeighbourTable
+    transitions: NeighbourTable
     user_history: dict[str, np.ndarray]
     user_history_ts: dict[str, np.ndarray]
     attribute_vocab: dict[str, list[str]]
@@ -55,6 +69,10 @@ class InteractionFeatures:
         root.mkdir(parents=True, exist_ok=True)
         np.save(root / "popularity.npy", self.popularity.astype(np.float32))
         np.save(root / "popularity_count.npy", self.popularity_count.astype(np.int64))
+        np.save(root / "trending.npy", self.trending.astype(np.float32))
+        np.save(root / "repeat_rate.npy", self.repeat_rate.astype(np.float32))
+        neighbour_files = {**self.item_knn.save(root, "item_knn"),
+                           **self.transitions.save(root, "transitions")}
         sp.save_npz(root / "cooccurrence.npz", self.cooccurrence.astype(np.float32).tocsr(),
                     compressed=False)
         users = list(self.user_history)
@@ -83,6 +101,9 @@ class InteractionFeatures:
             "files": {
                 "popularity.npy": "float32 [n_items] time-decayed popularity, max 1",
                 "popularity_count.npy": "int64 [n_items] purchase count",
+                "trending.npy": "float32 [n_items] popularity with the trending half-life, max 1",
+                "repeat_rate.npy": "float32 [n_items] share of the item's users who returned to it",
+                **neighbour_files,
                 "cooccurrence.npz": "scipy CSR float32 [n_items, n_items], top-N per row, row max 1",
                 "user_history.npz": "utf-8 user_ids + user_id_offsets; per user offsets into "
                                     "labels (int64) and timestamps (float64), most recent last",
@@ -102,6 +123,10 @@ class InteractionFeatures:
             popularity = np.load(root / "popularity.npy", allow_pickle=False)
             popularity_count = np.load(root / "popularity_count.npy", allow_pickle=False)
             cooccurrence = sp.load_npz(root / "cooccurrence.npz").tocsr()
+            trending = np.load(root / "trending.npy", allow_pickle=False)
+            repeat_rate = np.load(root / "repeat_rate.npy", allow_pickle=False)
+            item_knn = NeighbourTable.load(root, "item_knn")
+            transitions = NeighbourTable.load(root, "transitions")
             vocab = json.loads((root / "attribute_vocab.json").read_text())
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"{root}: unreadable feature tables: {exc}") from exc
@@ -113,8 +138,8 @@ class InteractionFeatures:
             user = blob[id_offsets[i]:id_offsets[i + 1]].decode("utf-8")
             user_history[user] = labels[offsets[i]:offsets[i + 1]]
             user_history_ts[user] = stamps[offsets[i]:offsets[i + 1]]
-        return cls(popularity, popularity_count, cooccurrence, user_history, user_history_ts,
-                   vocab, meta["reference_time"], meta["half_life_days"],
+        return cls(popularity, popularity_count, cooccurrence, trending, repeat_rate, item_knn,
+                   transitions, user_history, user_history_ts, vocab, meta["reference_time"], meta["half_life_days"],
                    meta.get("parameters", {}), meta.get("counts", {}))
 
 
@@ -196,6 +221,8 @@ def _event_columns(interactions: Iterable[Interaction], catalog: Catalog,
         if label is None:
             skipped += 1
             continue
+        if event.event in NEGATIVE_EVENTS:
+            continue  # a dislike is not a co-interaction, nor part of a taste history
         codes.append(user_code.setdefault(event.user_id, len(user_code)))
         labels.append(label)
         stamps.append(event.timestamp)
@@ -222,12 +249,33 @@ def _user_histories(user_names: list[str], users: np.ndarray, labels: np.ndarray
     return history, history_ts
 
 
+def repeat_rates(users: np.ndarray, labels: np.ndarray, stamps: np.ndarray, n_items: int) -> np.ndarray:
+    """Per item, the share of its users with events at two or more distinct times."""
+    if len(users) == 0:
+        return np.zeros(n_items, np.float32)
+    moments = np.unique(np.stack([users, labels, stamps.view(np.int64)]), axis=1)
+    pairs, per_pair = np.unique(moments[:2], axis=1, return_counts=True)
+    users_of = np.bincount(pairs[1], minlength=n_items)
+    returned = np.bincount(pairs[1], weights=per_pair >= 2, minlength=n_items)
+    return (returned / np.maximum(users_of, 1)).astype(np.float32)
+
+
+def _decayed_popularity(labels, weights, stamps, reference_time, half_life_days, n_items):
+    decay = 0.5 ** ((reference_time - stamps) / (half_life_days * _DAY))
+    popularity = np.bincount(labels, weights=weights * decay, minlength=n_items)
+    top = popularity.max() if len(popularity) else 0.0
+    return (popularity / top if top > 0 else popularity).astype(np.float32)
+
+
 def compute_features(
     interactions: Iterable[Interaction],
     catalog: Catalog,
     *,
     half_life_days: float = 30.0,
+    trending_half_life_days: float = 7.0,
     top_n: int = 50,
+    neighbours: int = 40,
+    knn_recent_items: int = 200,
     history_length: int = 50,
     seed: int = 0,
     window: int = 5,
@@ -235,7 +283,7 @@ def compute_features(
     event_weights: dict[str, float] | None = None,
 ) -> InteractionFeatures:
     """Feature tables from interactions whose items are in catalog (others are skipped)."""
-    event_weights = dict(DEFAULT_EVENT_WEIGHTS if event_weights is None else event_weights)
+    event_weights = dict(EVENT_WEIGHTS if event_weights is None else event_weights)
     n_items = len(catalog)
     user_names, (users, labels, stamps, weights, purchases), skipped = \
         _event_columns(interactions, catalog, event_weights)
@@ -249,22 +297,28 @@ def compute_features(
     weights, purchases = weights[order], purchases[order]
 
     reference_time = float(stamps.max()) if len(stamps) else 0.0
-    decay = 0.5 ** ((reference_time - stamps) / (half_life_days * _DAY))
-    popularity = np.bincount(labels, weights=weights * decay, minlength=n_items)
-    top = popularity.max() if len(popularity) else 0.0
-    popularity = (popularity / top if top > 0 else popularity).astype(np.float32)
+    popularity = _decayed_popularity(labels, weights, stamps, reference_time, half_life_days, n_items)
+    trending = _decayed_popularity(labels, weights, stamps, reference_time,
+                                   trending_half_life_days, n_items)
     popularity_count = np.bincount(labels[purchases], minlength=n_items).astype(np.int64)
     cooccurrence = cooccurrence_matrix(users, labels, n_items, window=window,
                                        backward_weight=backward_weight, top_n=top_n)
+    item_knn = item_knn_table(users, labels, n_items, width=neighbours, per_user=knn_recent_items)
+    transitions = transition_table(users, labels, n_items, width=neighbours, window=window)
     history, history_ts = _user_histories(user_names, users, labels, stamps, history_length)
     return InteractionFeatures(
         popularity=popularity, popularity_count=popularity_count, cooccurrence=cooccurrence,
+        trending=trending, repeat_rate=repeat_rates(users, labels, stamps, n_items),
+        item_knn=item_knn, transitions=transitions,
         user_history=history, user_history_ts=history_ts,
         attribute_vocab=attribute_vocabulary(catalog), reference_time=reference_time,
         half_life_days=float(half_life_days),
         parameters={"top_n": top_n, "history_length": history_length, "seed": seed,
                     "window": window, "backward_weight": backward_weight,
-                    "event_weights": event_weights},
+                    "event_weights": event_weights, "neighbours": neighbours,
+                    "knn_recent_items": knn_recent_items,
+                    "trending_half_life_days": trending_half_life_days},
         counts={"interactions": int(len(labels)), "users": len(user_names),
-                "skipped_unknown_items": skipped, "cooccurrence_nnz": int(cooccurrence.nnz)},
+                "skipped_unknown_items": skipped, "cooccurrence_nnz": int(cooccurrence.nnz),
+                "neighbour_bytes_per_item": (item_knn.nbytes + transitions.nbytes) / max(n_items, 1)},
     )

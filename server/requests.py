@@ -70,6 +70,7 @@ class ScoredResult:
     retrieval_score: float
     contributions: list = field(default_factory=list)
     reason: str = ""
+    sources: list[str] = field(default_factory=list)  # candidate sources that found it, best rank first
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """A bundle loaded for serving: encoder session, index, catalog, feature tables, user histories.
 
-Loading verifies every checksum first (the server refuses a tampered or unknown bundle).
-Everything the hot path reads is in memory; the bundle directory is never written to.
+Loading verifies every checksum first (the server refuses a tampered or unknown bundle),
+then reads the typed manifest (export.bundle.Manifest) for everything it needs. Everything
+the hot path reads is in memory; the bundle directory is never written to.
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
-from export.bundle import FEATURES_DIR, INDEX_FILE, ITEMS_DB, MODEL_FILE, TOKENIZER_DIR, read_manifest
+from export.bundle import (FEATURES_DIR, INDEX_FILE, ITEMS_DB, MODEL_FILE, TOKENIZER_DIR, Manifest,
+                           load_manifest)
 from export.errors import BundleError
 from export.features import InteractionFeatures
 from export.hnsw_index import load_index
@@ -21,21 +21,20 @@ from export.item_store import Catalog, ItemStore
 from export.runtime import EncoderRuntime, RuntimeConfig
 from export.tokenization import TextTokenizer
 from server.batching.backend import EncoderBackend
-from server.ranking.features import FeatureTables
-from server.retrieval.backend import BackendConfig, RetrievalBackend, open_backend
+from server.ranking.features import FEATURES, FeatureTables
+from server.ranking.scorer import Ranker
 from server.retrieval.filters import AttributePostings
 from server.retrieval.vector_index import VectorIndex
 from server.users import UserHistories
 
 log = logging.getLogger(__name__)
 
-# Room for live upserts before the index has to grow.
-_INDEX_HEADROOM = 1.25
+# Room for live upserts before an index has to grow (the served one, snapshots, compactions).
+INDEX_HEADROOM = 1.25
 
 
-def encoder_max_length(manifest: dict[str, Any]) -> int:
-    encoder = manifest.get("encoder") or {}
-    return int((encoder.get("model") or {}).get("max_length") or encoder.get("max_length") or 256)
+def encoder_max_length(manifest: Manifest) -> int:
+    return manifest.encoder.model.max_length
 
 
 def attribute_codes(catalog: Catalog, vocab: dict[str, list[str]]) -> dict[str, np.ndarray]:
@@ -50,58 +49,77 @@ def attribute_codes(catalog: Catalog, vocab: dict[str, list[str]]) -> dict[str, 
     return codes
 
 
+def feature_tables(features: InteractionFeatures, catalog: Catalog,
+                   freshness_half_life_days: float = 30.0) -> FeatureTables:
+    """The served (mutable) tables over a bundle's interaction features."""
+    return FeatureTables(
+        popularity=features.popularity.astype(np.float32),
+        cooccurrence=features.cooccurrence.tocsr(),
+        created_at=np.asarray(catalog.created_at, dtype=np.float64),
+        attribute_codes=attribute_codes(catalog, features.attribute_vocab),
+        freshness_half_life_days=freshness_half_life_days,
+        trending=features.trending.astype(np.float32),
+        repeat_rate=features.repeat_rate.astype(np.float32),
+        item_knn=features.item_knn,
+        transitions=features.transitions,
+    )
+
+
+def learned_ranker(path: Path, manifest: Manifest) -> Ranker | None:
+    """The bundle's exported ranker model (checksum checked), or None: the linear fallback."""
+    if manifest.ranker is None or not manifest.ranker.model:
+        return None
+    from server.ranking.gbdt import GBDTRanker
+
+    return GBDTRanker.load(path, manifest.ranker.model, FEATURES)
+
+
 @dataclass
 class ServedBundle:
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     backend: EncoderBackend
     catalog: Catalog
-    index: RetrievalBackend  # the bundle's VectorIndex (hnsw) or a MilvusIndex
+    index: VectorIndex
     postings: AttributePostings  # live upserts add and replace attributes
     tables: FeatureTables
     users: UserHistories
     features: InteractionFeatures
+    ranker: Ranker | None = None  # the exported model; None = the linear scorer
 
     @property
     def version(self) -> str:
-        return str(self.manifest.get("version", ""))
+        return self.manifest.version
 
     @property
     def ranker_weights(self) -> dict[str, float] | None:
-        return (self.manifest.get("ranker") or {}).get("weights")
+        return self.manifest.ranker.weights if self.manifest.ranker else None
 
     @classmethod
-    def load(cls, path: str | Path, runtime_config: RuntimeConfig | None = None,
-             backend_config: BackendConfig | None = None) -> "ServedBundle":
+    def load(cls, path: str | Path, runtime_config: RuntimeConfig | None = None) -> "ServedBundle":
         path = Path(path)
-        manifest = read_manifest(path, verify=True)
+        manifest = load_manifest(path, verify=True)
         for required in (MODEL_FILE, ITEMS_DB, INDEX_FILE):
             if not (path / required).exists():
                 raise BundleError(f"{path} is not a complete bundle: {required} is missing")
         runtime = EncoderRuntime(path / MODEL_FILE, runtime_config or RuntimeConfig(),
-                                 quantization=(manifest.get("encoder") or {}).get("quantization"))
+                                 quantization=manifest.encoder.quantization)
         tokenizer = TextTokenizer(path / TOKENIZER_DIR, encoder_max_length(manifest))
         store = ItemStore.open(path / ITEMS_DB, readonly=True)
         try:
             catalog = store.catalog()
         finally:
             store.close()
-        index_meta = manifest.get("index") or {}
-        hnsw = load_index(
-            path / INDEX_FILE, dim=runtime.dim, ef=int(index_meta.get("ef", 64)),
-            max_elements=int(len(catalog) * _INDEX_HEADROOM) + 16,
-        )
-        index = open_backend(VectorIndex(hnsw, default_ef=int(index_meta.get("ef", 64))),
-                             manifest, catalog.attributes, backend_config)
+        ef = manifest.index.ef
+        hnsw = load_index(path / INDEX_FILE, dim=runtime.dim, ef=ef,
+                          max_elements=int(len(catalog) * INDEX_HEADROOM) + 16)
+        index = VectorIndex(hnsw, default_ef=ef)
         features = InteractionFeatures.load(path / FEATURES_DIR)
-        tables = FeatureTables(
-            popularity=features.popularity.astype(np.float32),
-            cooccurrence=features.cooccurrence.tocsr(),
-            created_at=np.asarray(catalog.created_at, dtype=np.float64),
-            attribute_codes=attribute_codes(catalog, features.attribute_vocab),
-        )
-        users = UserHistories(features.user_history, features.user_history_ts)
-        log.info("loaded bundle %s: %d items, provider %s", manifest.get("version"),
+        tables = feature_tables(features, catalog)
+        users = UserHistories(features.user_history, features.user_history_ts,
+                              history_length=manifest.features.parameters.history_length)
+        log.info("loaded bundle %s: %d items, provider %s", manifest.version,
                  len(catalog), runtime.provider)
         return cls(path, manifest, EncoderBackend(tokenizer, runtime), catalog, index,
-                   AttributePostings(catalog.attributes), tables, users, features)
+                   AttributePostings(catalog.attributes), tables, users, features,
+                   learned_ranker(path, manifest))

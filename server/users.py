@@ -1,7 +1,9 @@
 """Users' recent histories: the bundle's table, plus live interactions recorded since.
 
 Reads happen on the event loop for every Recommend, so lookups are dict gets; the live
-overlay keeps at most `history_length` events per user.
+overlay keeps at most `history_length` events per user (the bundle's manifest says how
+many: features.parameters.history_length). Event weights are export.features.EVENT_WEIGHTS,
+the table the build used.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NEGATIVE_EVENTS = frozenset({"dislike", "not_interested"})
-EVENT_WEIGHTS = {"view": 0.2, "click": 0.5, "add_to_cart": 0.8, "purchase": 1.0,
-                 "dislike": 0.0, "not_interested": 0.0}
+from export.features import EVENT_WEIGHTS, NEGATIVE_EVENTS
+
+__all__ = ["EVENT_WEIGHTS", "NEGATIVE_EVENTS", "UserHistories", "UserHistory"]
 
 
 @dataclass
@@ -21,10 +23,6 @@ class UserHistory:
     labels: np.ndarray  # int64, oldest..newest
     timestamps: np.ndarray  # float64 epoch seconds
     disliked: np.ndarray  # int64 labels the user rejected
-
-    @property
-    def is_empty(self) -> bool:
-        return len(self.labels) == 0
 
 
 _EMPTY = np.empty(0, np.int64)
@@ -43,9 +41,6 @@ class UserHistories:
         self._live: dict[str, deque[tuple[int, float]]] = defaultdict(
             lambda: deque(maxlen=history_length))
         self._disliked: dict[str, set[int]] = defaultdict(set)
-
-    def __contains__(self, user_id: str) -> bool:
-        return user_id in self._bundle or user_id in self._live or user_id in self._disliked
 
     def get(self, user_id: str) -> UserHistory:
         labels = self._bundle.get(user_id, _EMPTY)

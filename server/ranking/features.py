@@ -1,15 +1,25 @@
-"""Per-candidate interaction features, computed for all candidates at once (numpy, no loops).
+"""Per-candidate ranking features, computed for all candidates at once (numpy, no loops).
 
-Feature columns (FEATURE_NAMES) and what they mean:
-- retrieval: merged similarity to the request's interests (query and history clusters)
+FEATURES is the ranker's input contract: names and column order are stable (new features
+are appended, never reordered), the linear scorer's weights and an exported GBDT ranker
+are keyed by it, and `FEATURES_VERSION` changes whenever it does.
+
+- retrieval: content similarity to the request's interests (query and history clusters);
+  the content source's score, computed for every candidate whichever source found it
 - query_similarity: cosine to the query text (0 without a query)
 - history_max_similarity / history_mean_similarity: to the recent history items (recency-weighted mean)
-- co_occurrence: recency-weighted co-occurrence with the recent history items (0..1)
-- popularity: time-decayed popularity (0..1, the bundle's feature table plus live counts)
+- co_occurrence: recency-weighted windowed co-occurrence with the history (0..1, live-updated)
+- popularity: time-decayed popularity (0..1, the bundle's table plus live counts); the popular source's score
 - freshness: exp decay of the item's age since created_at
 - attribute_affinity: share of the user's attribute histogram the item's attributes match
-- already_interacted: 1 when the item is in the user's history (a penalty by default)
+- already_interacted: 1 when the item is in the user's history
 - disliked_similarity: max cosine to items the user disliked or marked not interested
+- item_knn: recency-weighted item-to-item CF cosine to the history; the item-kNN source's score
+- transition: how often the item follows the last few history items; the transitions source's score
+- trending: popularity with a short half-life ("popular this week")
+- repeat_purchase: already_interacted x the item's repeat rate (a staple bought again)
+- rank_<source>: 1 / (1 + rank) in that source's list (0 when the source did not find it)
+- source_count: how many sources found the candidate
 """
 
 from __future__ import annotations
@@ -19,7 +29,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-FEATURE_NAMES = (
+from export.neighbours import NeighbourTable
+from server.retrieval.sources.base import SOURCE_NAMES
+
+FEATURES: tuple[str, ...] = (
     "retrieval",
     "query_similarity",
     "history_max_similarity",
@@ -30,8 +43,16 @@ FEATURE_NAMES = (
     "attribute_affinity",
     "already_interacted",
     "disliked_similarity",
+    "item_knn",
+    "transition",
+    "trending",
+    "repeat_purchase",
+    *(f"rank_{name}" for name in SOURCE_NAMES),
+    "source_count",
 )
-COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+FEATURES_VERSION = 2
+FEATURE_NAMES = FEATURES  # the name train/ and older code use
+COLUMN = {name: i for i, name in enumerate(FEATURES)}
 
 
 @dataclass
@@ -43,17 +64,93 @@ class RankingContext:
     history_weights: np.ndarray  # recency weights aligned with history_labels, sum 1
     disliked_labels: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     now: float = 0.0  # epoch seconds
+    recent_weights: np.ndarray | None = None  # transition weights of the history (newest last)
+    # "item_knn" / "transitions" -> (sorted labels, scores) already aggregated by the sources
+    neighbour_scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 @dataclass
 class FeatureTables:
-    """The item-side tables features read (from the bundle, updated by live writes)."""
+    """The item-side tables features read (from the bundle, updated by live writes).
+
+    Arrays may be shorter than the catalog (items added live): lookups past the end read 0.
+    """
 
     popularity: np.ndarray  # [n] 0..1
     cooccurrence: sp.csr_matrix  # [n, n]
     created_at: np.ndarray  # [n] epoch seconds, nan unknown
     attribute_codes: dict[str, np.ndarray]  # attribute -> [n] int32 value code (-1 none)
     freshness_half_life_days: float = 30.0
+    trending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    repeat_rate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    item_knn: NeighbourTable = field(default_factory=lambda: NeighbourTable.empty(0, 1))
+    transitions: NeighbourTable = field(default_factory=lambda: NeighbourTable.empty(0, 1))
+
+    def record_interaction(self, label: int, previous: np.ndarray, amount: float, window: int) -> None:
+        """A live positive event on `label` after `previous` (oldest..newest): strengthen the
+        item-to-item and transition neighbours by `amount` (1/distance-weighted)."""
+        recent = np.asarray(previous, np.int64)[-window:][::-1]
+        for distance, other in enumerate(recent.tolist(), start=1):
+            if other == label:
+                continue
+            self.transitions.bump(other, label, amount / distance)
+            self.item_knn.bump(other, label, amount / distance)
+            self.item_knn.bump(label, other, amount / distance)
+
+
+def gather(values: np.ndarray, labels: np.ndarray, fill: float = 0.0) -> np.ndarray:
+    """values[labels], with `fill` for labels past the end of the table."""
+    inside = labels < len(values)
+    if inside.all():
+        return values[labels]
+    out = np.full(len(labels), fill, dtype=values.dtype)
+    out[inside] = values[labels[inside]]
+    return out
+
+
+def _accumulate(labels: np.ndarray, values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """[C] sum of values whose label is each candidate, by a sorted merge (no dense [n])."""
+    out = np.zeros(len(candidates), np.float32)
+    if len(labels) == 0 or len(candidates) == 0:
+        return out
+    order = np.argsort(candidates, kind="stable")
+    sorted_candidates = candidates[order]
+    at = np.minimum(np.searchsorted(sorted_candidates, labels), len(candidates) - 1)
+    hit = sorted_candidates[at] == labels
+    np.add.at(out, order[at[hit]], values[hit])
+    return out
+
+
+def _lookup(sorted_labels: np.ndarray, values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """[C] values[label == candidate] (0 where absent) for labels sorted and unique."""
+    if len(sorted_labels) == 0:
+        return np.zeros(len(candidates), np.float32)
+    at = np.minimum(np.searchsorted(sorted_labels, candidates), len(sorted_labels) - 1)
+    return np.where(sorted_labels[at] == candidates, values[at], 0.0).astype(np.float32)
+
+
+def neighbour_scores(table: NeighbourTable, rows: np.ndarray, row_weights: np.ndarray,
+                     candidates: np.ndarray,
+                     aggregated: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """[C] sum over rows of weight x score(row -> candidate) (from `aggregated` when given)."""
+    labels, scores = aggregated if aggregated is not None else table.aggregate(rows, row_weights)
+    return _lookup(labels, scores, candidates)
+
+
+def _sparse_rows_at(matrix: sp.csr_matrix, rows: np.ndarray, row_weights: np.ndarray,
+                    candidates: np.ndarray) -> np.ndarray:
+    """[C] sum over rows of weight x matrix[row, candidate], reading the CSR arrays directly
+    (scipy's fancy indexing costs more than the whole rest of the rank stage)."""
+    inside = rows < matrix.shape[0]
+    rows, row_weights = rows[inside], row_weights[inside]
+    starts, ends = matrix.indptr[rows], matrix.indptr[rows + 1]
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(len(candidates), np.float32)
+    offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(total)
+    values = matrix.data[offsets] * np.repeat(row_weights, lengths)
+    return _accumulate(matrix.indices[offsets].astype(np.int64), values, candidates)
 
 
 def compute_features(
@@ -62,32 +159,61 @@ def compute_features(
     ctx: RankingContext,
     tables: FeatureTables,
     vectors: np.ndarray,
+    source_ranks: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """[C, len(FEATURE_NAMES)] float32, and the [C, H] history similarity matrix (or None)."""
+    """[C, len(FEATURES)] float32, and the [C, H] history similarity matrix (or None).
+
+    source_ranks: [C, len(SOURCE_NAMES)] int32 rank of each candidate in each source's list
+    (0 = best, -1 = not found); None = no provenance (all rank features 0).
+    """
     n = len(candidates)
-    out = np.zeros((n, len(FEATURE_NAMES)), dtype=np.float32)
+    out = np.zeros((n, len(FEATURES)), dtype=np.float32)
     out[:, COLUMN["retrieval"]] = retrieval
     cand_vectors = vectors[candidates]
     if ctx.query_vector is not None:
         out[:, COLUMN["query_similarity"]] = cand_vectors @ ctx.query_vector
     history_sims = None
     if len(ctx.history_labels):
-        history_sims = cand_vectors @ vectors[ctx.history_labels].T  # [C, H]
+        history = ctx.history_labels
+        history_sims = cand_vectors @ vectors[history].T  # [C, H]
         out[:, COLUMN["history_max_similarity"]] = history_sims.max(axis=1)
         out[:, COLUMN["history_mean_similarity"]] = history_sims @ ctx.history_weights
-        rows = tables.cooccurrence[ctx.history_labels]  # [H, n] sparse
-        cooc = np.asarray(rows[:, candidates].T @ ctx.history_weights).ravel()  # [C]
+        cooc = _sparse_rows_at(tables.cooccurrence, history, ctx.history_weights, candidates)
         out[:, COLUMN["co_occurrence"]] = np.minimum(cooc, 1.0)
-        out[:, COLUMN["already_interacted"]] = np.isin(candidates, ctx.history_labels)
+        interacted = np.isin(candidates, history)
+        out[:, COLUMN["already_interacted"]] = interacted
+        out[:, COLUMN["repeat_purchase"]] = interacted * gather(tables.repeat_rate, candidates)
         out[:, COLUMN["attribute_affinity"]] = _attribute_affinity(candidates, ctx, tables)
-    out[:, COLUMN["popularity"]] = tables.popularity[candidates]
-    age_days = (ctx.now - tables.created_at[candidates]) / 86400.0
+        out[:, COLUMN["item_knn"]] = neighbour_scores(
+            tables.item_knn, history, ctx.history_weights, candidates,
+            ctx.neighbour_scores.get("item_knn"))
+        recent = ctx.recent_weights if ctx.recent_weights is not None else transition_weights(len(history))
+        out[:, COLUMN["transition"]] = neighbour_scores(
+            tables.transitions, history[-len(recent):], recent, candidates,
+            ctx.neighbour_scores.get("transitions"))
+    out[:, COLUMN["popularity"]] = gather(tables.popularity, candidates)
+    out[:, COLUMN["trending"]] = gather(tables.trending, candidates)
+    age_days = (ctx.now - gather(tables.created_at, candidates, np.nan)) / 86400.0
     freshness = np.exp(-np.log(2) * np.maximum(age_days, 0) / tables.freshness_half_life_days)
     out[:, COLUMN["freshness"]] = np.nan_to_num(freshness, nan=0.0)
     if len(ctx.disliked_labels):
         disliked = cand_vectors @ vectors[ctx.disliked_labels].T
         out[:, COLUMN["disliked_similarity"]] = np.maximum(disliked.max(axis=1), 0)
+    if source_ranks is not None:
+        found = source_ranks >= 0
+        first = COLUMN[f"rank_{SOURCE_NAMES[0]}"]
+        out[:, first:first + len(SOURCE_NAMES)] = np.where(found, 1.0 / (1.0 + np.maximum(source_ranks, 0)), 0.0)
+        out[:, COLUMN["source_count"]] = found.sum(axis=1)
     return out, history_sims
+
+
+TRANSITION_ITEMS = 3  # "often bought after X": the last few items, newest weighing most
+
+
+def transition_weights(history_length: int, items: int = TRANSITION_ITEMS) -> np.ndarray:
+    """Weights of the newest `items` history items for transitions (oldest..newest; 1/distance)."""
+    count = min(history_length, items)
+    return (1.0 / np.arange(count, 0, -1)).astype(np.float32)
 
 
 def _attribute_affinity(candidates: np.ndarray, ctx: RankingContext, tables: FeatureTables) -> np.ndarray:
@@ -96,13 +222,13 @@ def _attribute_affinity(candidates: np.ndarray, ctx: RankingContext, tables: Fea
         return np.zeros(len(candidates), np.float32)
     total = np.zeros(len(candidates), np.float32)
     for codes in tables.attribute_codes.values():
-        hist_codes = codes[ctx.history_labels]
+        hist_codes = gather(codes, ctx.history_labels, -1)
         known = hist_codes >= 0
         if not known.any():
             continue
         histogram = np.bincount(hist_codes[known], weights=ctx.history_weights[known],
                                 minlength=int(codes.max()) + 1)
         histogram /= max(histogram.sum(), 1e-12)
-        cand_codes = codes[candidates]
-        total += np.where(cand_codes >= 0, histogram[np.maximum(cand_codes, 0)], 0.0)
+        cand_codes = gather(codes, candidates, -1)
+        total += np.where(cand_codes >= 0, histogram[np.clip(cand_codes, 0, len(histogram) - 1)], 0.0)
     return total / len(tables.attribute_codes)

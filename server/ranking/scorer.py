@@ -1,16 +1,24 @@
-"""Linear scoring of candidate features, MMR diversity, and explanations people can trust."""
+"""Linear scoring of candidate features (the fallback ranker), MMR diversity, explanations.
+
+A ranker is anything with `score(features [C, len(FEATURES)]) -> [C]`. `LinearScorer` is
+the fallback for bundles without a learned model; its weights come from the manifest's
+ranker section (`recserve train-ranker`) merged over DEFAULT_WEIGHTS. Explanations always
+use linear contributions, so they stay readable whichever ranker orders the items.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from server.ranking.features import COLUMN, FEATURE_NAMES
+from server.ranking.features import COLUMN, FEATURES
 
-# Defaults until a bundle carries learned weights (`recserve train-ranker`, manifest "ranker").
-# Similarity terms carry the ranking; co-occurrence is the strongest behavioural signal;
-# repeats and items like disliked ones are pushed down.
+# Defaults until a bundle carries learned weights. Similarity carries the ranking; the
+# behavioural signals (item-kNN, transitions, co-occurrence) are the strongest evidence;
+# being found by several sources, or high in one, counts a little; repeats and items like
+# disliked ones are pushed down unless the item is one people buy again.
 DEFAULT_WEIGHTS: dict[str, float] = {
     "retrieval": 1.0,
     "query_similarity": 0.5,
@@ -22,15 +30,40 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "attribute_affinity": 0.1,
     "already_interacted": -0.3,
     "disliked_similarity": -1.0,
+    "item_knn": 0.8,
+    "transition": 0.6,
+    "trending": 0.1,
+    "repeat_purchase": 0.3,
+    "rank_content": 0.1,
+    "rank_item_knn": 0.1,
+    "rank_transitions": 0.1,
+    "rank_popular": 0.05,
+    "rank_trending": 0.05,
+    "source_count": 0.05,
 }
 
 
 def weight_vector(weights: dict[str, float] | None) -> np.ndarray:
     merged = {**DEFAULT_WEIGHTS, **(weights or {})}
-    unknown = set(merged) - set(FEATURE_NAMES)
+    unknown = set(merged) - set(FEATURES)
     if unknown:
         raise ValueError(f"unknown ranking features in weights: {sorted(unknown)}")
-    return np.asarray([merged[name] for name in FEATURE_NAMES], dtype=np.float32)
+    return np.asarray([merged[name] for name in FEATURES], dtype=np.float32)
+
+
+class Ranker(Protocol):
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """[C] scores for [C, len(FEATURES)] feature rows (higher = better)."""
+
+
+class LinearScorer:
+    """features @ weights: the fallback ranker, and the weights explanations are read with."""
+
+    def __init__(self, weights: dict[str, float] | np.ndarray | None = None) -> None:
+        self.weights = weights if isinstance(weights, np.ndarray) else weight_vector(weights)
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weights
 
 
 def select(scores: np.ndarray, vectors: np.ndarray, k: int, diversity: float) -> np.ndarray:
@@ -40,7 +73,7 @@ def select(scores: np.ndarray, vectors: np.ndarray, k: int, diversity: float) ->
         return np.empty(0, np.int64)
     if diversity <= 0 or k == 1:
         top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
-        return top[np.argsort(-scores[top], kind="stable")]
+        return top[np.lexsort((top, -scores[top]))]
     span = scores.max() - scores.min()
     relevance = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
     chosen = [int(np.argmax(relevance))]
@@ -69,41 +102,63 @@ def contributions(row: np.ndarray, weights: np.ndarray, top: int = 3) -> list[Co
     """The features that moved this item's score most (by absolute contribution)."""
     parts = row * weights
     order = np.argsort(-np.abs(parts))[:top]
-    return [Contribution(FEATURE_NAMES[i], float(row[i]), float(weights[i]), float(parts[i]))
+    return [Contribution(FEATURES[i], float(row[i]), float(weights[i]), float(parts[i]))
             for i in order if parts[i] != 0]
 
 
-def reason(
-    row: np.ndarray,
-    weights: np.ndarray,
-    *,
-    query: str,
-    history_titles: list[str],
-    best_history_by_similarity: int | None,
-    best_history_by_cooccurrence: int | None,
-) -> str:
-    """One human sentence for the strongest specific signal (behaviour or content).
+@dataclass
+class Evidence:
+    """The history items behind each behavioural or content signal (titles, None = none)."""
 
-    The generic retrieval score is the fallback, not the reason: "often bought with X" or
-    "similar to Y" tells a person why, "close to your interests" barely does.
+    also_bought: str | None = None  # item-kNN: the history item whose neighbours hold this one
+    bought_after: str | None = None  # transitions: the recent item this one follows
+    bought_with: str | None = None  # co-occurrence
+    similar_to: str | None = None  # content similarity
+
+
+# feature -> (the source it speaks for, how a person reads it); {x} is a history title.
+_PHRASES: dict[str, tuple[str, str]] = {
+    "item_knn": ("also_bought", "customers who bought {x} also bought this"),
+    "rank_item_knn": ("also_bought", "customers who bought {x} also bought this"),
+    "transition": ("bought_after", "often bought after {x}"),
+    "rank_transitions": ("bought_after", "often bought after {x}"),
+    "co_occurrence": ("bought_with", "often bought with {x}"),
+    "history_max_similarity": ("similar_to", "similar to {x}"),
+    "history_mean_similarity": ("similar_to", "similar to {x}"),
+}
+_PLAIN = {
+    "trending": "popular this week",
+    "rank_trending": "popular this week",
+    "popularity": "popular right now",
+    "rank_popular": "popular right now",
+    "freshness": "new arrival",
+    "attribute_affinity": "matches the kind of items you choose",
+    "repeat_purchase": "you buy this again",
+}
+
+
+def reason(row: np.ndarray, weights: np.ndarray, *, query: str, evidence: Evidence) -> str:
+    """One human sentence for the strongest specific signal, naming its source.
+
+    The generic content score is the fallback, not the reason: "customers who bought X also
+    bought this" or "similar to Y" tells a person why, "close to your interests" barely does.
     """
     parts = row * weights
-    ranked = [FEATURE_NAMES[i] for i in np.argsort(-parts) if parts[i] > 0]
-    ranked = [f for f in ranked if f != "retrieval"] + (["retrieval"] if "retrieval" in ranked else [])
+    ranked = [FEATURES[i] for i in np.argsort(-parts, kind="stable") if parts[i] > 0]
+    generic = ("retrieval", "rank_content", "source_count")
+    ranked = [f for f in ranked if f not in generic] + [f for f in ranked if f in generic]
     for feature in ranked:
-        if feature == "co_occurrence" and best_history_by_cooccurrence is not None:
-            return f"often bought with {history_titles[best_history_by_cooccurrence]}"
-        if feature in ("history_max_similarity", "history_mean_similarity") \
-                and best_history_by_similarity is not None:
-            return f"similar to {history_titles[best_history_by_similarity]}"
-        if feature in ("query_similarity", "retrieval") and query:
-            return f"matches \u201c{query}\u201d"
-        if feature == "retrieval" and history_titles:
-            return "close to your recent interests"
-        if feature == "popularity":
-            return "popular right now"
-        if feature == "freshness":
-            return "new arrival"
-        if feature == "attribute_affinity":
-            return "matches the kind of items you choose"
+        if feature in _PHRASES:
+            kind, template = _PHRASES[feature]
+            title = getattr(evidence, kind)
+            if title is not None:
+                return template.format(x=title)
+        elif feature in _PLAIN:
+            return _PLAIN[feature]
+        elif feature in ("query_similarity", "retrieval", "rank_content") and query:
+            return f"matches your search \u201c{query}\u201d"
+        elif feature in ("retrieval", "rank_content") and evidence.similar_to is not None:
+            return f"similar to {evidence.similar_to}"
+    if row[COLUMN["trending"]] > 0:
+        return "popular this week"
     return "popular right now" if row[COLUMN["popularity"]] > 0 else "recommended for you"

@@ -1,4 +1,8 @@
-"""Retriever: interests -> merged, filtered candidate set with retrieval scores."""
+"""Retriever: interests -> merged, filtered content candidates with retrieval scores.
+
+The content source (server/retrieval/sources/content.py) runs it; RetrievalConfig also
+holds the candidate budget of every source and how it is shared between them.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,19 @@ from server.retrieval.interests import Interest
 class RetrievalConfig(RecserveSettings):
     model_config = settings_config("retrieval")
 
-    candidates: int = 100
-    """Candidates gathered across interests before reranking (at least k)."""
+    candidates: int = 300
+    """Candidates gathered across all sources before ranking (at least k); each source gets
+    its share below, an inactive source's share (no history: no item-kNN) goes to the rest."""
+    content_share: float = 0.4
+    """Share of the candidates from content k-NN of the query and history interests."""
+    item_knn_share: float = 0.25
+    """Share from item-to-item CF neighbours of the history."""
+    transitions_share: float = 0.15
+    """Share from transitions after the last few history items."""
+    popular_share: float = 0.1
+    """Share from the most popular items (time-decayed)."""
+    trending_share: float = 0.1
+    """Share from the trending items (short half-life popularity)."""
     max_interests: int = 4
     """Most interest vectors a user's history is split into."""
     exact_search_max_items: int = 2000
@@ -31,7 +46,6 @@ class RetrievalConfig(RecserveSettings):
 class Candidates:
     labels: np.ndarray  # int64 [C]
     scores: np.ndarray  # float32 [C] merged retrieval score
-    interest_sims: np.ndarray  # float32 [C, n_interests]
 
 
 class Retriever:
@@ -42,9 +56,11 @@ class Retriever:
         self.postings = postings
         self.config = config
 
-    def retrieve(self, interests: list[Interest], k: int, item_filter: ItemFilter) -> Candidates:
-        """Candidates for all interests, at least k when the filter leaves that many items."""
-        total = max(self.config.candidates, k)
+    def retrieve(self, interests: list[Interest], k: int, item_filter: ItemFilter,
+                 total: int | None = None) -> Candidates:
+        """About `total` (default: the config's candidates) candidates for all interests, at
+        least k from each when the filter leaves that many items."""
+        total = max(self.config.candidates if total is None else total, k)
         needs_mask = not self.pushdown and (item_filter.restricts_attributes or bool(item_filter.exclude_labels))
         mask = allowed_mask(item_filter, self.postings, self.index.present) if needs_mask else None
         weights = np.asarray([i.weight for i in interests], dtype=np.float32)
@@ -56,7 +72,7 @@ class Retriever:
             else:
                 found.append(self._search(interest.vector, int(quota), mask))
         labels = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
-        return self._score(labels, interests, weights)
+        return Candidates(labels, self.similarity(labels, interests))
 
     def _search(self, query: np.ndarray, k: int, mask: np.ndarray | None) -> np.ndarray:
         if mask is None:
@@ -77,12 +93,15 @@ class Retriever:
             fetch *= 2
         return self.index.exact(query, np.flatnonzero(mask), k)[0]
 
-    def _score(self, labels: np.ndarray, interests: list[Interest], weights: np.ndarray) -> Candidates:
-        if len(labels) == 0:
-            return Candidates(labels, np.empty(0, np.float32), np.empty((0, len(interests)), np.float32))
+    def similarity(self, labels: np.ndarray, interests: list[Interest],
+                   vectors: np.ndarray | None = None) -> np.ndarray:
+        """[len(labels)] float32 retrieval score: best interest similarity, where a strong
+        match to a minor interest still counts, slightly discounted (not averaged away)."""
+        if len(labels) == 0 or not interests:
+            return np.zeros(len(labels), np.float32)
+        vectors = self.index.vectors if vectors is None else vectors
+        weights = np.asarray([i.weight for i in interests], dtype=np.float32)
         centers = np.stack([i.vector for i in interests])
-        sims = self.index.vectors[labels] @ centers.T
-        # A strong match to a minor interest still counts, slightly discounted (not averaged away).
+        sims = vectors[labels] @ centers.T
         scale = 0.5 + 0.5 * weights / weights.max()
-        scores = (sims * scale).max(axis=1)
-        return Candidates(labels, scores.astype(np.float32), sims.astype(np.float32))
+        return (sims * scale).max(axis=1).astype(np.float32)

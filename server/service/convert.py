@@ -31,7 +31,8 @@ def result_to_proto(result: RecommendResult) -> pb.RecommendResponse:
     items = []
     for item in result.items:
         scored = pb.ScoredItem(item_id=item.item_id, title=item.title, score=item.score,
-                               retrieval_score=item.retrieval_score, reason=item.reason)
+                               retrieval_score=item.retrieval_score, reason=item.reason,
+                               sources=item.sources)
         if item.contributions:
             scored.contributions.extend(
                 pb.FeatureContribution(feature=c.feature, value=c.value, weight=c.weight,

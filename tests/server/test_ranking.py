@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from server.ranking.features import COLUMN, FeatureTables, RankingContext, compute_features
-from server.ranking.scorer import contributions, reason, select, weight_vector
+from server.ranking.scorer import Evidence, contributions, reason, select, weight_vector
 
 
 def unit(*rows):
@@ -61,8 +61,8 @@ def test_reason_names_the_history_item_behind_cooccurrence():
     row = np.zeros(len(w), np.float32)
     row[COLUMN["co_occurrence"]] = 1.0
     row[COLUMN["popularity"]] = 0.1
-    text = reason(row, w, query="", history_titles=["WHITE METAL LANTERN"],
-                  best_history_by_similarity=0, best_history_by_cooccurrence=0)
+    text = reason(row, w, query="", evidence=Evidence(bought_with="WHITE METAL LANTERN",
+                                                        similar_to="WHITE METAL LANTERN"))
     assert text == "often bought with WHITE METAL LANTERN"
     top = contributions(row, w)
     assert top[0].feature == "co_occurrence" and top[0].contribution == w[COLUMN["co_occurrence"]]
@@ -73,5 +73,5 @@ def test_reason_for_a_text_query():
     row = np.zeros(len(w), np.float32)
     row[COLUMN["query_similarity"]] = 0.8
     row[COLUMN["retrieval"]] = 0.8
-    assert reason(row, w, query="red lantern", history_titles=[], best_history_by_similarity=None,
-                  best_history_by_cooccurrence=None) == "matches \u201cred lantern\u201d"
+    assert reason(row, w, query="red lantern", evidence=Evidence()) \
+        == "matches your search \u201cred lantern\u201d"

@@ -1,0 +1,1 @@
+"""Candidate sources: each turns a request context into item labels with a source score."""
