@@ -40,7 +40,8 @@ class ServerProcess:
             process = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "HF_HUB_OFFLINE": "1", **self.env},
-                cwd=Path(__file__).resolve().parents[2])
+                cwd=Path(__file__).resolve().parents[2],
+                start_new_session=True)  # its own process group: kill() takes its workers too
         self.process = process
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -57,10 +58,24 @@ class ServerProcess:
         raise RuntimeError(f"server did not start in {timeout_s}s; see {self.log_path}")
 
     def kill(self) -> None:
-        """SIGKILL (a crash): nothing is flushed, nothing drains."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+        """SIGKILL to the whole process group (a machine crash): nothing flushed, nothing drains."""
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the supervisor's worker processes (empty for a single-process server)."""
+        if self.process is None:
+            return []
+        try:
+            children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(pid) for pid in children.split()]
 
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM and wait: the exit code."""
