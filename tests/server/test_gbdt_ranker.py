@@ -76,3 +76,26 @@ def test_load_verifies_the_manifest_sha256(fitted, tmp_path):
         GBDTRanker.load(tmp_path, section.as_manifest(), NAMES)
     with pytest.raises(BundleError, match="incomplete"):
         GBDTRanker.load(tmp_path, {"file": RANKER_FILE}, NAMES)
+
+
+def test_float32_thresholds_keep_lightgbm_and_onnx_on_the_same_branch():
+    """Features on adjacent float32 values: nearest-rounded float32 thresholds send rows the
+    other way in ONNX; thresholds rounded down keep every decision (and LightGBM's scores)."""
+    import lightgbm as lgb
+
+    from train.ranker.boosting import float32_thresholds, to_onnx
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 50, size=(2000, 3)).astype(np.float32) / 7
+    x = np.concatenate([base, np.nextafter(base, np.float32(1))])
+    y = (rng.random(len(x)) < 0.2 + 0.5 * (x[:, 0] > 3)).astype(int)
+    params = {"objective": "lambdarank", "min_data_in_leaf": 1, "num_leaves": 63,
+              "verbose": -1, "num_threads": 1}
+    booster = lgb.train(params, lgb.Dataset(x, y, group=[100] * 40), 30)
+    names = ["a", "b", "c"]
+    naive = GBDTRanker(to_onnx(booster, 3), names, names).score(x)
+    assert np.abs(naive - booster.predict(x)).max() > 1e-3  # the problem is real
+    fixed = float32_thresholds(booster)
+    np.testing.assert_array_equal(fixed.predict(x), booster.predict(x))
+    np.testing.assert_allclose(GBDTRanker(to_onnx(fixed, 3), names, names).score(x),
+                               booster.predict(x), atol=1e-5, rtol=0)

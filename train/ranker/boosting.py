@@ -9,8 +9,10 @@ Nothing here is tuned to one data set; the capacity follows the amount of traini
 - min_data_in_leaf: 0.5 % of the training rows, at least 20 (a leaf speaks for many rows);
 - rounds: up to 1000 at learning rate 0.05, stopped when NDCG@10 on the later time slice
   (the validation examples) has not improved for 50 rounds; the best round is kept.
-The model is converted with onnxmltools and checked against LightGBM's own predictions
-on the validation rows before it may ship (the largest difference goes into the manifest).
+The thresholds are rounded down to float32 (float32_thresholds: the same decisions for
+float32 features, which is all the server has), the model is converted with onnxmltools and
+checked against LightGBM's own predictions on the validation rows before it may ship (the
+largest difference goes into the manifest).
 """
 
 from __future__ import annotations
@@ -62,6 +64,31 @@ def _groups(candidates: CandidateSet) -> tuple[np.ndarray, np.ndarray, list[int]
     return x, y, [len(candidates.positive[i]) for i in used]
 
 
+def float32_thresholds(booster: Any) -> Any:
+    """The same trees with every split threshold rounded DOWN to a float32 value.
+
+    LightGBM compares float32 features with double thresholds (x <= t); ONNX's tree
+    ensemble stores float32 thresholds, and rounding t to the nearest float32 can move it
+    above a feature value that lies just over t, sending that row the other way. For any
+    float32 x, x <= t exactly when x <= (the largest float32 <= t), so with these
+    thresholds LightGBM and ONNX Runtime take the same branch for every row.
+    """
+    import lightgbm as lgb
+
+    # tree_sizes gives each tree's length in bytes: rewritten numbers change it, and
+    # LightGBM parses the trees one after the other without it.
+    lines = [line for line in booster.model_to_string().split("\n")
+             if not line.startswith("tree_sizes=")]
+    for i, line in enumerate(lines):
+        if line.startswith("threshold="):
+            values = np.asarray(line[len("threshold="):].split(), dtype=np.float64)
+            down = values.astype(np.float32)
+            above = down.astype(np.float64) > values
+            down[above] = np.nextafter(down[above], np.float32(-np.inf))
+            lines[i] = "threshold=" + " ".join(repr(float(v)) for v in down)
+    return lgb.Booster(model_str="\n".join(lines))
+
+
 def to_onnx(booster: Any, n_features: int) -> bytes:
     import onnxmltools
     from onnxmltools.convert.common.data_types import FloatTensorType
@@ -97,6 +124,7 @@ def fit_gbdt(train: CandidateSet, validation: CandidateSet, feature_names: Seque
     best = int(booster.best_iteration or booster.current_iteration())
     if best < booster.current_iteration():  # keep only the trees up to the best round
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+    booster = float32_thresholds(booster)
     onnx = to_onnx(booster, len(names))
     check = vx if len(vx) else x
     served = GBDTRanker(onnx, names, names).score(check)
