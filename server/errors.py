@@ -33,6 +33,10 @@ class Unauthenticated(RecserveError):
     """Missing or wrong credentials."""
 
 
+class PermissionDenied(RecserveError):
+    """Valid credentials without the scope this call needs (or protected mode refuses it)."""
+
+
 class WritesDisabled(RecserveError):
     """This server serves its bundle read-only and refuses live writes."""
 

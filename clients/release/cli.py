@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interaction-columns", default=None, metavar="FIELD=COL,...",
                         help="map interaction columns, as for recserve build")
     parser.add_argument("--quiet", action="store_true", help="no progress bars while building")
-    deploy = parser.add_argument_group("deploy (with --target)")
-    deploy.add_argument("--server-publish-dir", default=None,
-                        help="the publish directory as the server sees it (default: --publish-dir)")
+    deploy = parser.add_argument_group(
+        "deploy (with --target)", "the server reloads `current` from its own release directory: "
+        "start it with `recserve serve --release-dir <publish-dir>`")
     deploy.add_argument("--reload-timeout", type=float, default=600.0,
                         help="seconds the server may take to load and warm the bundle (default 600)")
     add_connection_arguments(parser)
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, catalog=args.catalog, interactions=args.interactions,
         publish_dir=args.publish_dir, target=args.target,
         client_options=options_from_args(args) if args.target else None,
-        server_publish_dir=args.server_publish_dir, force=args.force,
+        force=args.force,
         max_regression=(DEFAULT_MAX_REGRESSION if args.max_regression is None
                         else args.max_regression),
         probe_users=DEFAULT_PROBE_USERS if args.probe_users is None else args.probe_users,

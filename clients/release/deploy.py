@@ -1,10 +1,13 @@
 """Deploy a published release to a running server, and take it back when it does not come up.
 
-deploy:   Reload(<publish dir as the server sees it>/current) -> wait until GetInfo reports the
-          new bundle version -> smoke test (a few Recommend calls must each return k items
-          from that version).
+deploy:   Reload("current") -> wait until GetInfo reports the new bundle version -> smoke test
+          (a few Recommend calls must each return k items from that version).
 rollback: point `current` back at the previous release; if the server no longer serves
-          what it served before, Reload the pointer again and wait for the previous version.
+          what it served before, Reload("current") again and wait for the previous version.
+
+Reload names a release, not a path: the server resolves it in its own release directory
+(`recserve serve --release-dir`, the publish directory; server/release_guard.py), so the
+client never needs to know where that directory is mounted on the server.
 
 The server keeps its old bundle when a Reload fails (server/reload.py), so a refused bundle
 needs only the pointer put back. Everything goes through the public gRPC API.
@@ -55,10 +58,10 @@ def smoke_test(client: RecommenderClient, expected_version: str, smoke: SmokeTes
 
 
 class Deployer:
-    def __init__(self, client: RecommenderClient, server_publish_dir: str,
-                 timeouts: DeployTimeouts | None = None, console: Console | None = None) -> None:
+    def __init__(self, client: RecommenderClient, timeouts: DeployTimeouts | None = None,
+                 console: Console | None = None) -> None:
         self.client = client
-        self.pointer_path = f"{server_publish_dir.rstrip('/')}/{POINTER}"
+        self.pointer = POINTER  # the release name the server resolves in its release directory
         self.timeouts = timeouts or DeployTimeouts()
         self.console = console or Console(stderr=True)
 
@@ -67,7 +70,7 @@ class Deployer:
 
     def deploy(self, expected_version: str, smoke: SmokeTest) -> None:
         """Serve expected_version and smoke-test it; raises DeployFailed."""
-        with self.console.status(f"server {self.client.options.target}: reloading {self.pointer_path}"):
+        with self.console.status(f"server {self.client.options.target}: reloading {self.pointer}"):
             self._reload_and_wait(expected_version, DeployFailed)
         with self.console.status("smoke test"):
             smoke_test(self.client, expected_version, smoke)
@@ -98,13 +101,13 @@ class Deployer:
 
     def _reload_and_wait(self, expected_version: str, failure: type[Exception]) -> None:
         try:
-            reloaded = self.client.reload(self.pointer_path, deadline_s=self.timeouts.reload_s)
+            reloaded = self.client.reload(self.pointer, deadline_s=self.timeouts.reload_s)
         except DeadlineExceeded:
             reloaded = None  # the server finishes a reload its caller gave up on: keep watching
         except RecommenderError as exc:
-            raise failure(f"Reload({self.pointer_path}) failed: {exc}") from None
+            raise failure(f"Reload({self.pointer}) failed: {exc}") from None
         if reloaded is not None and reloaded.bundle_version != expected_version:
-            raise failure(f"Reload({self.pointer_path}) loaded {reloaded.bundle_version}, "
+            raise failure(f"Reload({self.pointer}) loaded {reloaded.bundle_version}, "
                           f"not {expected_version}")
         self._wait_for_version(expected_version, failure)
 

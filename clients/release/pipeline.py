@@ -36,8 +36,6 @@ class ReleaseRequest:
     """host:port of a server to deploy to; None = publish only."""
     client_options: Any = None
     """clients.options.ClientOptions for the target (auth, TLS, deadline)."""
-    server_publish_dir: str | None = None
-    """The publish directory as the server sees it (default: publish_dir, absolute)."""
     force: bool = False
     max_regression: float = DEFAULT_MAX_REGRESSION
     probe_users: int = DEFAULT_PROBE_USERS
@@ -250,8 +248,7 @@ class Release:
     def _deploy(self, client, publish: PublishDir, release: PublishedRelease,
                 previous: PublishedRelease | None, served_before: str, smoke: SmokeTest) -> None:
         request = self.request
-        deployer = Deployer(client, request.server_publish_dir or str(publish.root),
-                            request.timeouts, self.console)
+        deployer = Deployer(client, request.timeouts, self.console)
         try:
             deployer.deploy(release.bundle_version, smoke)
         except BaseException as exc:  # any failure, even an interrupt, puts the old release back

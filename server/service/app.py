@@ -32,6 +32,7 @@ from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.errors import BindFailed
 from server.service.door import CallDoor
+from server.service.security import ServerSecurity
 from server.service.servicer import RecommenderServicer
 from server.serving_state import ServingConfigs, ServingState, open_serving_state
 
@@ -55,7 +56,27 @@ class ServerConfig(RecserveSettings):
     max_message_bytes: int = 8 * 1024 * 1024
     """Largest request or response message."""
     auth_token: str = ""
-    """If set, every call must carry `authorization: Bearer <token>` metadata."""
+    """One token with every scope (`authorization: Bearer <token>`); prefer tokens_file."""
+    tokens_file: str = ""
+    """TOML file of scoped tokens (stored as sha256) and certificate subjects: docs/SECURITY.md."""
+    tokens: str = ""
+    """More scoped tokens, `scope[+scope]:TOKEN` separated by spaces (set via RECSERVE_SERVER_TOKENS)."""
+    tls_cert: str = ""
+    """PEM certificate chain of the gRPC port; with tls_key the port speaks only TLS (re-read on change)."""
+    tls_key: str = ""
+    """PEM private key of tls_cert."""
+    tls_client_ca: str = ""
+    """PEM CA certificates; when set, clients must present a certificate they signed (mutual TLS)."""
+    insecure: bool = False
+    """Accept write and admin calls without credentials on a non-loopback address (protected mode off)."""
+    reflection: bool = True
+    """Serve gRPC server reflection (open to every caller, like health; off hides the API listing)."""
+    metrics_host: str = ""
+    """Interface the Prometheus endpoint binds (empty: the gRPC host)."""
+    release_dir: str = ""
+    """Publish directory of `recserve release`: Reload loads only `current` or a version in it (empty: Reload off)."""
+    allow_reload_when_read_only: bool = False
+    """Let Reload run on a server whose live writes are off (read-only); SIGHUP always reloads."""
     max_concurrent_calls: int = 0
     """Recommender calls in flight at once; more are refused with RESOURCE_EXHAUSTED at the door
     (0 = what the batcher holds: max_queue + 2 x max_batch_size, one text per call)."""
@@ -107,6 +128,7 @@ class RecserveServer:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.health = health.aio.HealthServicer()
+        self.security = ServerSecurity(self.config)  # TLS, tokens, protected mode
         self._metrics_http = None
         self._health_tasks: set[asyncio.Task] = set()
         options = [
@@ -117,15 +139,16 @@ class RecserveServer:
         self.grpc = grpc.aio.server(options=options, interceptors=[self.door])
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME), self.grpc)
+        if self.config.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME), self.grpc)
 
     async def start(self, bundle_path: str | Path, address: str | None = None) -> int:
         """Bind, report NOT_SERVING, load + warm the bundle, then report SERVING. Returns the port."""
         address = address or f"{self.config.host}:{self.config.port}"
         try:
-            self.port = self.grpc.add_insecure_port(address)
+            self.port = self.security.bind(self.grpc, address)
         except RuntimeError as exc:  # grpc says only "Failed to bind"
             raise BindFailed(f"cannot listen on {address}: the port is in use or the address is not local") from exc
         await self._publish_health()  # the aio HealthServicer starts out SERVING: correct it first
@@ -162,7 +185,9 @@ class RecserveServer:
         if self.config.metrics_port < 0:
             return
         try:
-            self._metrics_http, _ = start_http_server(self.config.metrics_port, registry=self.metrics.registry)
+            self._metrics_http, _ = start_http_server(
+                self.config.metrics_port, addr=self.config.metrics_host or self.security.host,
+                registry=self.metrics.registry)
         except OSError as exc:
             raise BindFailed(f"cannot serve metrics on port {self.config.metrics_port}: {exc.strerror}") from exc
         self.metrics_port = self._metrics_http.server_port

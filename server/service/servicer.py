@@ -19,7 +19,7 @@ import numpy as np
 from export.errors import RecserveError
 from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
-from server.errors import DeadlineExceeded, InvalidRequest, NotReady, Unauthenticated
+from server.errors import DeadlineExceeded, InvalidRequest, NotReady
 from server.requests import StageTimings
 from server.service import write_rpcs
 from server.service.convert import query_from_proto, result_to_proto, timings_to_proto
@@ -36,7 +36,7 @@ def _rpc(method: str):
         @functools.wraps(handler)
         async def call(self: "RecommenderServicer", request, context: grpc.aio.ServicerContext):
             try:
-                state = self._admit(context)
+                state = self._admit(context, method)
                 deadline = _deadline(context)
                 with state.track():  # a reload retires this state once its calls are done
                     return await handler(self, state, request, deadline)
@@ -71,12 +71,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self.metrics = server.metrics
         self.limits = server.limits
 
-    def _admit(self, context: grpc.aio.ServicerContext):
-        token = self.server.config.auth_token
-        if token:
-            metadata = dict(context.invocation_metadata() or ())
-            if metadata.get("authorization") != f"Bearer {token}":
-                raise Unauthenticated("missing or invalid bearer token")
+    def _admit(self, context: grpc.aio.ServicerContext, method: str):
+        self.server.security.authorize(method, context)  # scopes per method: server/service/auth.py
         state = self.server.state
         if state is None:  # draining still answers: every call received before the port closes
             raise NotReady("server is not serving yet (starting up)")

@@ -7,11 +7,14 @@ server/live (LiveWrites) and server/reload.py (BundleReloader).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING
 
 from protos import recommender_pb2 as pb
+from export.errors import BundleError
 from server.errors import WritesDisabled
+from server.release_guard import ReleaseDirectory
 from server.live.records import ItemWrite, event_with_defaults
 from server.live.writer import WriteResult
 
@@ -51,8 +54,18 @@ async def record_interactions(server: "RecserveServer",
 
 
 async def reload(server: "RecserveServer", request: pb.ReloadRequest) -> pb.ReloadResponse:
-    # Shielded: a caller that hangs up must not cancel a reload half way through.
-    outcome = await asyncio.shield(server.reload(request.bundle_path or None))
+    """Load a release named by the caller ('current', 'v3') from the release directory only."""
+    if server.live is None and not server.config.allow_reload_when_read_only:
+        raise WritesDisabled("this server is read-only: Reload over the API is refused "
+                             "(allow_reload_when_read_only enables it; SIGHUP always reloads)")
+    releases = ReleaseDirectory(server.config.release_dir)
+    release = releases.resolve(request.bundle_path)  # bundle_path carries a release name
+    try:
+        # Shielded: a caller that hangs up must not cancel a reload half way through.
+        outcome = await asyncio.shield(server.reloader.reload(release.path))
+    except BundleError as exc:  # the reloader's one error type; no server paths to callers
+        raise BundleError(releases.scrub(str(exc), release)) from None
+    server.bundle_path = os.path.join(releases.root, release.name)  # SIGHUP reloads the same name
     return pb.ReloadResponse(previous_version=outcome.previous_version,
                              bundle_version=outcome.bundle_version,
                              replayed_writes=outcome.replayed_writes)

@@ -65,8 +65,9 @@ def copy_encoder_step(encoder_dir: Path):
 class ServerThread:
     """server.service.app.create_server on 127.0.0.1:0, running in a background thread."""
 
-    def __init__(self, bundle_path: Path, live_dir: Path) -> None:
+    def __init__(self, bundle_path: Path, live_dir: Path, release_dir: Path | None = None) -> None:
         self.bundle_path, self.live_dir = bundle_path, live_dir
+        self.release_dir = release_dir  # the publish directory Reload resolves names in
         self.port = 0
         self.server = None
         self._ready = threading.Event()
@@ -91,7 +92,7 @@ class ServerThread:
 
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        configs = AllConfigs(server=ServerConfig(metrics_port=-1),
+        configs = AllConfigs(server=ServerConfig(metrics_port=-1, release_dir=str(self.release_dir or "")),
                              live=LiveConfig(directory=str(self.live_dir)))
         try:
             self.server, self.port = await create_server(self.bundle_path, "127.0.0.1:0", configs)

@@ -109,13 +109,13 @@ def test_a_rollback_that_cannot_restore_the_server_exits_6_and_says_where_things
     # switched it, there is no earlier release to put back
     outside = build_release_bundle(tiny_onnx_dir, release_data.catalog, release_data.interactions,
                                    tmp_path / "outside")
-    server = ServerThread(outside, tmp_path / "live").start()
+    publish = tmp_path / "pub"
+    server = ServerThread(outside, tmp_path / "live", publish).start()
 
     def failing_smoke_test(client, expected_version, smoke):
         raise DeployFailed("forced smoke-test failure")
 
     monkeypatch.setattr(deploy, "smoke_test", failing_smoke_test)
-    publish = tmp_path / "pub"
     try:
         code, outcome = release(capsys, publish, release_data, "--target", server.target)
     finally:

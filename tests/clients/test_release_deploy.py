@@ -40,10 +40,10 @@ def published(built, tmp_path):
 @pytest.fixture
 def served(published, tmp_path):
     publish, v1, v2 = published
-    server = ServerThread(publish.root / "current", tmp_path / "live").start()
+    server = ServerThread(publish.root / "current", tmp_path / "live", publish.root).start()
     client = RecommenderClient(server.target)
     try:
-        yield publish, v1, v2, client, Deployer(client, str(publish.root), TIMEOUTS)
+        yield publish, v1, v2, client, Deployer(client, TIMEOUTS)
     finally:
         client.close()
         server.stop()
@@ -95,10 +95,10 @@ def test_without_a_previous_release_a_switched_server_cannot_be_rolled_back(buil
     publish = PublishDir.open(tmp_path / "pub")
     release = publish.publish(shutil.copytree(candidate, tmp_path / "copy"))
     publish.switch(release.name)
-    server = ServerThread(outside, tmp_path / "live").start()
+    server = ServerThread(outside, tmp_path / "live", publish.root).start()
     try:
         with RecommenderClient(server.target) as client:
-            deployer = Deployer(client, str(publish.root), TIMEOUTS)
+            deployer = Deployer(client, TIMEOUTS)
             with pytest.raises(DeployFailed):
                 deployer.deploy(release.bundle_version, FAILING_SMOKE)
             with pytest.raises(RollbackFailed, match="no previous release"):

@@ -43,7 +43,7 @@ def test_release_publishes_then_deploys_and_rolls_back_a_failed_deploy(
     assert v1["encoder"]["verification"]["passed"] is True  # it went through the gate
     assert first["quality"]["candidate"]["cases"] > 100 and first["quality"]["current"] is None
 
-    server = ServerThread(publish / "current", tmp_path / "live").start()
+    server = ServerThread(publish / "current", tmp_path / "live", publish).start()
     try:
         with RecommenderClient(server.target) as client:
             assert client.info().bundle_version == v1["version"]

@@ -1,4 +1,8 @@
-"""Hot reload over real gRPC: swap, live writes replayed, failures keep the old bundle, SIGHUP."""
+"""Hot reload over real gRPC: swap, live writes replayed, failures keep the old bundle, SIGHUP.
+
+Reload takes the name of a release in the server's release directory (server/release_guard.py):
+each test copies the bundle it reloads into that directory first.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,29 @@ import pytest
 
 from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
-from tests.server.test_live_rpcs import ids_in_group, info, items, live_server  # noqa: F401 (fixture)
+from server.live.config import LiveConfig
+from server.service.app import AllConfigs, ServerConfig, create_server
+from tests.server.test_live_rpcs import ids_in_group, info, items
+
+
+@pytest.fixture
+async def live_server(small_bundle, tmp_path):
+    """A live-write server whose release directory is tmp_path/releases."""
+    configs = AllConfigs(server=ServerConfig(metrics_port=-1, release_dir=str(tmp_path / "releases")),
+                         live=LiveConfig(directory=str(tmp_path / "live")))
+    server, port = await create_server(small_bundle, "127.0.0.1:0", configs)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield server, pb_grpc.RecommenderStub(channel)
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+def publish(server, bundle: Path, name: str) -> str:
+    """Copy a bundle into the server's release directory as release `name`; returns the name."""
+    shutil.copytree(bundle, Path(server.config.release_dir) / name)
+    return name
 
 
 def build_sample_bundle(tiny_onnx_dir, work: Path, n_items: int, **build) -> Path:
@@ -47,7 +73,7 @@ async def test_reload_swaps_the_bundle_and_replays_live_writes_onto_it(live_serv
     await stub.RecordInteractions(pb.RecordInteractionsRequest(
         events=[pb.Interaction(user_id="reloaded-user", item_id="LIVE0", event="purchase")]))
 
-    reloaded = await stub.Reload(pb.ReloadRequest(bundle_path=str(other_bundle)))
+    reloaded = await stub.Reload(pb.ReloadRequest(bundle_path=publish(server, other_bundle, "v2")))
     assert reloaded.previous_version == old and reloaded.bundle_version != old
     assert reloaded.replayed_writes == 3
     now = await info(stub)
@@ -65,11 +91,11 @@ async def test_reload_swaps_the_bundle_and_replays_live_writes_onto_it(live_serv
 
 
 async def test_writes_made_before_the_new_bundle_was_built_are_not_replayed(live_server, tiny_onnx_dir, tmp_path):
-    _, stub = live_server
+    server, stub = live_server
     await stub.UpsertItems(pb.UpsertItemsRequest(items=items("OLDER", 1, "r2")))
     newer_bundle = await asyncio.to_thread(build_sample_bundle, tiny_onnx_dir, tmp_path / "newer", 200)
     await stub.UpsertItems(pb.UpsertItemsRequest(items=items("NEWER", 1, "r2")))
-    reloaded = await stub.Reload(pb.ReloadRequest(bundle_path=str(newer_bundle)))
+    reloaded = await stub.Reload(pb.ReloadRequest(bundle_path=publish(server, newer_bundle, "newer")))
     # The rule (docs/LIVE_WRITES.md): a bundle contains the writes received before its build
     # started (its catalog was exported after them); only later writes are replayed.
     assert reloaded.replayed_writes == 1
@@ -79,16 +105,17 @@ async def test_writes_made_before_the_new_bundle_was_built_are_not_replayed(live
 async def test_a_failed_reload_keeps_serving_the_old_bundle_and_says_why(live_server, other_bundle, tmp_path):
     server, stub = live_server
     old = (await info(stub)).bundle_version
-    tampered = tmp_path / "tampered"
-    shutil.copytree(other_bundle, tampered)
+    tampered = Path(server.config.release_dir) / publish(server, other_bundle, "tampered")
     with open(tampered / "index.hnsw", "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00\x01\x02\x03")
-    for path, expected in ((tampered, "checksum"), (tmp_path / "nowhere", "not a bundle")):
+    (Path(server.config.release_dir) / "empty").mkdir()
+    for name, expected in (("tampered", "checksum"), ("empty", "not a bundle")):
         with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await stub.Reload(pb.ReloadRequest(bundle_path=str(path)))
+            await stub.Reload(pb.ReloadRequest(bundle_path=name))
         assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert f"still serving {old}" in failed.value.details() and expected in failed.value.details()
+        assert str(tmp_path) not in failed.value.details()  # the server's paths stay on the server
     assert (await info(stub)).bundle_version == old
     assert (await stub.UpsertItems(pb.UpsertItemsRequest(items=items("STILL", 1, "r3")))).applied == 1
     assert await ids_in_group(stub, "r3") == ["STILL0"]
@@ -96,8 +123,9 @@ async def test_a_failed_reload_keeps_serving_the_old_bundle_and_says_why(live_se
 
 
 async def test_calls_in_flight_during_a_reload_all_succeed(live_server, other_bundle):
-    _, stub = live_server
+    server, stub = live_server
     old = (await info(stub)).bundle_version
+    name = publish(server, other_bundle, "v2")
     versions: list[str] = []
     stop = asyncio.Event()
 
@@ -110,10 +138,10 @@ async def test_calls_in_flight_during_a_reload_all_succeed(live_server, other_bu
 
     readers = [asyncio.create_task(reader(i)) for i in range(4)]
     await asyncio.sleep(0.2)
-    first = asyncio.ensure_future(stub.Reload(pb.ReloadRequest(bundle_path=str(other_bundle))))
+    first = asyncio.ensure_future(stub.Reload(pb.ReloadRequest(bundle_path=name)))
     await asyncio.sleep(0.05)  # loading a bundle takes far longer than this
     with pytest.raises(grpc.aio.AioRpcError) as refused:  # one reload at a time
-        await stub.Reload(pb.ReloadRequest(bundle_path=str(other_bundle)))
+        await stub.Reload(pb.ReloadRequest(bundle_path=name))
     assert "already in progress" in refused.value.details()
     new = (await first).bundle_version
     await asyncio.sleep(0.2)
@@ -132,7 +160,7 @@ async def test_live_items_are_re_embedded_when_the_new_bundle_embeds_differently
     before = server.state.bundle.index.vectors[server.state.bundle.catalog.label_of["LONG"]].copy()
     # max_length 16 instead of 128: another encoder fingerprint, so the logged vector is stale
     shorter = await asyncio.to_thread(build_sample_bundle, tiny_onnx_dir, tmp_path / "short", 100, max_length=16)
-    reloaded = await stub.Reload(pb.ReloadRequest(bundle_path=str(shorter)))
+    reloaded = await stub.Reload(pb.ReloadRequest(bundle_path=publish(server, shorter, "short")))
     assert reloaded.replayed_writes == 1
     bundle = server.state.bundle
     after = bundle.index.vectors[bundle.catalog.label_of["LONG"]]
