@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("export.cli_build", "build a deployable bundle from an encoder and a catalog"),
     "inspect": ("export.cli_inspect", "print a bundle's manifest and verify its checksums"),
     "serve": ("server.cli", "serve recommendations over gRPC"),
+    "serve-ray": ("server.ray_serve.cli", "serve a bundle as Ray Serve replicas (same gRPC API)"),
     "query": ("clients.query", "ask a running server for recommendations"),
     "loadtest": ("clients.loadtest.cli", "load-test a running server"),
     "release": ("clients.release", "export, verify, build, publish and deploy a bundle"),

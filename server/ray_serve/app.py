@@ -1,0 +1,108 @@
+"""The Ray Serve application: replicas of the recserve engine behind Ray's gRPC proxy.
+
+The proxy registers the unchanged recserve.v1.Recommender service (plus grpc.health.v1 and
+reflection), so clients, `recserve query` and `recserve loadtest` work against it as they
+are. Ray routes each call to a replica with room (max_ongoing_requests), queues at most
+max_queued_requests more and refuses the rest with RESOURCE_EXHAUSTED, restarts a replica
+whose health check fails, and replaces replicas one by one when the bundle changes (a new
+deployment version: old replicas serve until the new ones are up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from export.settings import RecserveSettings, settings_config
+from server.service.app import AllConfigs
+
+APP_NAME = "recserve"
+SERVICER_FUNCTIONS = [
+    "protos.recommender_pb2_grpc.add_RecommenderServicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+]
+
+
+class RayServeConfig(RecserveSettings):
+    model_config = settings_config("ray_serve")
+
+    replicas: int = 1
+    """Fixed number of replicas (ignored when autoscale_max > 0)."""
+    autoscale_min: int = 1
+    """Fewest replicas when autoscaling."""
+    autoscale_max: int = 0
+    """Most replicas when autoscaling; 0 = a fixed `replicas` count."""
+    target_ongoing_requests: float = 16.0
+    """Autoscaling target of in-flight calls per replica (the batcher wants several at once)."""
+    max_ongoing_requests: int = 64
+    """Calls one replica works on at once; more wait in Ray's queue."""
+    max_queued_requests: int = 256
+    """Calls Ray queues for the deployment before answering RESOURCE_EXHAUSTED at once."""
+    replica_cpus: float = 1.0
+    """CPUs Ray reserves per replica (fractions share cores, as on a test machine)."""
+    replica_gpus: float = 0.0
+    """GPUs Ray reserves per replica (1 = one device each; ONNX Runtime then picks CUDA)."""
+    port: int = 9000
+    """Port of Ray Serve's gRPC proxy (fixed once Serve has started on the cluster)."""
+    http_port: int = 8000
+    """Port of Ray Serve's HTTP proxy, which starts with it (recserve serves nothing over HTTP)."""
+    request_timeout_s: float = 30.0
+    """End-to-end limit the proxy puts on a call (Ray does not forward client deadlines)."""
+
+
+def deployment_options(config: RayServeConfig) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "max_queued_requests": config.max_queued_requests,
+        "ray_actor_options": {"num_cpus": config.replica_cpus, "num_gpus": config.replica_gpus},
+        "health_check_period_s": 2.0,
+    }
+    if config.autoscale_max > 0:
+        options["num_replicas"] = "auto"
+        options["autoscaling_config"] = {
+            "min_replicas": config.autoscale_min, "max_replicas": config.autoscale_max,
+            "target_ongoing_requests": config.target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = config.replicas
+    return options
+
+
+def replica_configs(configs: AllConfigs, config: RayServeConfig) -> AllConfigs:
+    """What each replica's engine runs with: read-only (no per-replica write-ahead log), its
+    private port on loopback, no metrics port of its own, ONNX Runtime threads = its CPUs."""
+    runtime = configs.runtime
+    if runtime.intra_op_threads == 0:
+        runtime = runtime.model_copy(update={"intra_op_threads": max(1, int(config.replica_cpus))})
+    return replace(
+        configs, runtime=runtime,
+        server=configs.server.model_copy(update={"host": "127.0.0.1", "metrics_port": -1}),
+        live=configs.live.model_copy(update={"enabled": False}))
+
+
+def build_app(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig):
+    """The application; its arguments (bundle path, configs) make up the deployment version."""
+    from ray import serve
+
+    from server.ray_serve.replica import RecommenderReplica
+
+    deployment = serve.deployment(RecommenderReplica, name="Recommender", **deployment_options(config))
+    return deployment.bind(str(Path(bundle_path).resolve()), replica_configs(configs, config))
+
+
+def deploy(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig) -> int:
+    """Start Serve's gRPC proxy on the connected Ray cluster and (re)deploy; returns the port.
+
+    Deploying again with another bundle is Ray Serve's rolling update."""
+    from ray import serve
+    from ray.serve.config import gRPCOptions
+
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": config.http_port},
+        grpc_options=gRPCOptions(port=config.port, grpc_servicer_functions=SERVICER_FUNCTIONS,
+                                 request_timeout_s=config.request_timeout_s, enable_reflection=True))
+    # A routed app (route_prefix set) is what the gRPC proxy sends calls to when the caller
+    # names no `application` in its metadata: unchanged clients need that.
+    serve.run(build_app(bundle_path, configs, config), name=APP_NAME, route_prefix="/")
+    return config.port

@@ -1,0 +1,105 @@
+"""A real local Ray Serve deployment of a real bundle, called over real gRPC through Ray's proxy,
+answers like `recserve serve` on the same bundle."""
+
+from __future__ import annotations
+
+import socket
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from protos import recommender_pb2 as pb
+from protos import recommender_pb2_grpc
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_deployment(small_bundle):
+    """(channel, port): two replicas on half a CPU each, behind Ray Serve's gRPC proxy."""
+    import ray
+    from ray import serve
+
+    from server.ray_serve.app import RayServeConfig, deploy
+    from server.service.app import AllConfigs
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = deploy(small_bundle, AllConfigs(),
+                  RayServeConfig(replicas=2, replica_cpus=0.5, port=_free_port(),
+                                 http_port=_free_port()))
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    grpc.channel_ready_future(channel).result(timeout=30)
+    try:
+        yield channel
+    finally:
+        channel.close()
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _requests(facts) -> list[pb.RecommendRequest]:
+    return [
+        pb.RecommendRequest(query="red heart decoration", k=10),
+        pb.RecommendRequest(history=facts["history"], k=8, explain=True),
+        pb.RecommendRequest(user_id=facts["user"], k=5),
+        pb.RecommendRequest(query="candle holder", k=6,
+                            filter=pb.Filter(exclude_item_ids=facts["history"][:2])),
+        pb.RecommendRequest(query="bag", k=5, diversity=0.5),
+    ]
+
+
+@pytest.fixture(scope="module")
+def facts(small_bundle):
+    from server.served_bundle import ServedBundle
+
+    bundle = ServedBundle.load(small_bundle)
+    user = next(iter(bundle.features.user_history))
+    return {"history": list(bundle.catalog.item_ids[:4]), "user": user}
+
+
+def _items(response: pb.RecommendResponse) -> list[tuple[str, float]]:
+    return [(i.item_id, round(i.score, 4)) for i in response.items]
+
+
+async def test_recommend_answers_equal_those_of_recserve_serve(ray_deployment, running_server, facts):
+    _, local, _ = running_server
+    ray_stub = recommender_pb2_grpc.RecommenderStub(ray_deployment)
+    for request in _requests(facts):
+        expected = await local.Recommend(request, timeout=30)
+        got = ray_stub.Recommend(request, timeout=30)
+        assert _items(got) == _items(expected) and len(got.items) == request.k
+        assert got.bundle_version == expected.bundle_version
+
+
+def test_both_replicas_answer_and_errors_keep_their_codes(ray_deployment, facts):
+    stub = recommender_pb2_grpc.RecommenderStub(ray_deployment)
+    workers = {stub.Recommend(pb.RecommendRequest(query=f"gift {i}", k=3), timeout=30).timings.worker_id
+               for i in range(40)}
+    assert len(workers) == 2  # two replica processes
+    with pytest.raises(grpc.RpcError) as invalid:
+        stub.Recommend(pb.RecommendRequest(query="x", k=100000), timeout=30)
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as refused:  # replicas are read-only (no per-replica log)
+        stub.DeleteItems(pb.DeleteItemsRequest(item_ids=facts["history"][:1]), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = stub.GetInfo(pb.GetInfoRequest(), timeout=30)
+    assert info.live_items > 0 and info.bundle_version
+
+
+def test_health_and_reflection_answer_through_the_proxy(ray_deployment):
+    health = health_pb2_grpc.HealthStub(ray_deployment)
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=30).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(ray_deployment)
+    answer = next(reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=30))
+    services = {s.name for s in answer.list_services_response.service}
+    assert "recserve.v1.Recommender" in services
