@@ -25,6 +25,23 @@ class LimitsConfig(RecserveSettings):
     """Most texts in one Embed call."""
     max_filter_values: int = 1000
     """Most values across a request's filter (attribute values and excluded ids)."""
+    max_id_chars: int = 256
+    """Longest item id or user id accepted anywhere (history, filters, writes)."""
+    max_title_chars: int = 1000
+    """Longest item title accepted by UpsertItems."""
+    max_attributes: int = 64
+    """Most attributes one item (or one filter) may carry."""
+    max_attribute_key_chars: int = 128
+    """Longest attribute name accepted."""
+    max_attribute_value_chars: int = 1000
+    """Longest attribute value accepted."""
+    max_event_name_chars: int = 64
+    """Longest interaction event name accepted (the known names are short)."""
+    response_item_overhead_bytes: int = 64
+    """Encoded size of one recommended item besides its id and title (scores, reason, sources),
+    used to refuse a RecommendBatch whose answer could not fit in the message limit."""
+    explanation_bytes: int = 1024
+    """Encoded size of one item's explanation (feature contributions), for the same estimate."""
 
 
 @dataclass(frozen=True)

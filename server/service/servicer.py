@@ -24,6 +24,7 @@ from server.requests import StageTimings
 from server.service import write_rpcs
 from server.service.convert import query_from_proto, result_to_proto, timings_to_proto
 from server.service.status_map import status_for
+from server.service.validation import validate_batch, validate_recommend
 
 if TYPE_CHECKING:
     from server.service.app import RecserveServer
@@ -80,13 +81,13 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     @_rpc("Recommend")
     async def Recommend(self, state, request: pb.RecommendRequest, deadline):
+        validate_recommend(request, self.limits)
         query = query_from_proto(request).validated(self.limits)
         return result_to_proto(await state.engine.recommend(query, deadline))
 
     @_rpc("RecommendBatch")
     async def RecommendBatch(self, state, request: pb.RecommendBatchRequest, deadline):
-        if len(request.requests) > self.limits.max_batch_requests:
-            raise InvalidRequest(f"at most {self.limits.max_batch_requests} requests per batch")
+        validate_batch(request, self.limits, self.server.config.max_message_bytes)
         queries = [query_from_proto(r).validated(self.limits) for r in request.requests]
         results = await state.engine.recommend_many(queries, deadline)
         return pb.RecommendBatchResponse(responses=[result_to_proto(r) for r in results])

@@ -12,7 +12,11 @@ import time
 from typing import TYPE_CHECKING
 
 from protos import recommender_pb2 as pb
+<<<<<<< server/service/write_rpcs.py
+from server.service.validation import validate_delete, validate_interactions, validate_upsert
+=======
 from export.errors import BundleError
+>>>>>>> /tmp/w10/theirs
 from server.errors import WritesDisabled
 from server.release_guard import ReleaseDirectory
 from server.live.records import ItemWrite, event_with_defaults
@@ -37,16 +41,19 @@ def _response(server: "RecserveServer", result: WriteResult) -> pb.WriteResponse
 
 async def upsert_items(server: "RecserveServer", request: pb.UpsertItemsRequest,
                        deadline: float | None) -> pb.WriteResponse:
+    validate_upsert(request, server.limits, server.configs.live)
     items = [ItemWrite(i.item_id, i.title, i.text, dict(i.attributes)) for i in request.items]
     return _response(server, await _live(server).upsert(items, deadline, request.request_id))
 
 
 async def delete_items(server: "RecserveServer", request: pb.DeleteItemsRequest) -> pb.WriteResponse:
+    validate_delete(request, server.limits, server.configs.live)
     return _response(server, await _live(server).delete(list(request.item_ids), request.request_id))
 
 
 async def record_interactions(server: "RecserveServer",
                               request: pb.RecordInteractionsRequest) -> pb.WriteResponse:
+    validate_interactions(request, server.limits, server.configs.live)
     received = time.time()
     events = [event_with_defaults(e.user_id, e.item_id, e.event, e.weight, e.timestamp_ms, received)
               for e in request.events]
