@@ -12,11 +12,8 @@ import time
 from typing import TYPE_CHECKING
 
 from protos import recommender_pb2 as pb
-<<<<<<< server/service/write_rpcs.py
 from server.service.validation import validate_delete, validate_interactions, validate_upsert
-=======
 from export.errors import BundleError
->>>>>>> /tmp/w10/theirs
 from server.errors import WritesDisabled
 from server.release_guard import ReleaseDirectory
 from server.live.records import ItemWrite, event_with_defaults
