@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs-per-epoch", type=int, help="training pairs per epoch (0 = all)")
     parser.add_argument("--pairs-per-user", type=int)
     parser.add_argument("--history-items", type=int, help="most history items in a query text")
+    parser.add_argument("--item-pairs-per-item", type=int,
+                        help="item -> co-interacted item pairs per item (default 3; 0: none)")
+    parser.add_argument("--item-pair-share", type=float,
+                        help="share of the training pool that is item pairs (default 0.5)")
     parser.add_argument("--max-length", type=int, help="token limit while training")
     parser.add_argument("--validation-fraction", type=float,
                         help="latest share of events held out as the validation period")
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         TrainingConfig, args.config, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, pairs_per_epoch=args.pairs_per_epoch,
         pairs_per_user=args.pairs_per_user, history_items=args.history_items,
+        item_pairs_per_item=args.item_pairs_per_item, item_pair_share=args.item_pair_share,
         max_length=args.max_length, validation_fraction=args.validation_fraction,
         split_time=_split_time(args.split_time), validation_pairs=args.validation_pairs,
         hard_negatives=args.hard_negatives, lora=args.lora, lora_rank=args.lora_rank,
