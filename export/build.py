@@ -60,6 +60,12 @@ class BuildConfig(RecserveSettings):
     """Half-life of the time decay applied to item popularity."""
     top_n: int = 50
     """Co-occurrence neighbours kept per item."""
+    neighbours: int = 40
+    """Item-to-item and transition neighbours kept per item (6 bytes each, per table)."""
+    knn_recent_items: int = 200
+    """Item-to-item similarity counts each user's this-many most recent distinct items."""
+    trending_half_life_days: float = 7.0
+    """Half-life of the trending score ("popular this week")."""
     history_length: int = 50
     """Most recent items kept per user."""
     window: int = 5
@@ -254,7 +260,9 @@ def build_bundle(
         t0 = time.perf_counter()
         features = compute_features(
             events, catalog, half_life_days=config.half_life_days, top_n=config.top_n,
-            history_length=config.history_length, seed=config.seed, window=config.window)
+            history_length=config.history_length, seed=config.seed, window=config.window,
+            neighbours=config.neighbours, knn_recent_items=config.knn_recent_items,
+            trending_half_life_days=config.trending_half_life_days)
         features_section = features.save(writer.path / FEATURES_DIR)
         features_section.update(dir=FEATURES_DIR, seconds=round(time.perf_counter() - t0, 3))
 

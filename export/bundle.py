@@ -118,6 +118,7 @@ class BundleWriter:
         manifest.setdefault("version", new_version())
         manifest.setdefault("created_at", dt.datetime.now(dt.timezone.utc).isoformat())
         manifest["files"] = file_checksums(self.path)
+        Manifest.from_json(manifest)  # the server's contract: refuse to write what it cannot read
         (self.path / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         # mkdtemp made the directory 0700; a bundle is read by servers running as other users.
         os.chmod(self.path, 0o755)

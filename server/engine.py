@@ -285,5 +285,5 @@ class RecommendationEngine:
                 history_sims=None if scored.history_sims is None else scored.history_sims[position],
                 tables=self.bundle.tables, titles=catalog.titles)
             result.reason = reason(row, self.linear.weights, query=found.request.query,
-                                   evidence=evidence)
+                                   evidence=evidence, sources=result.sources)
         return result

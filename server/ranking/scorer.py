@@ -137,12 +137,41 @@ _PLAIN = {
 }
 
 
-def reason(row: np.ndarray, weights: np.ndarray, *, query: str, evidence: Evidence) -> str:
-    """One human sentence for the strongest specific signal, naming its source.
+def _source_phrase(source: str, row: np.ndarray, query: str, evidence: Evidence) -> str | None:
+    """How a person reads "this source found it" (None: no evidence to name)."""
+    if source == "item_knn" and evidence.also_bought is not None:
+        return f"customers who bought {evidence.also_bought} also bought this"
+    if source == "transitions" and evidence.bought_after is not None:
+        return f"often bought after {evidence.bought_after}"
+    if source == "trending":
+        return "popular this week"
+    if source == "popular":
+        return "popular right now"
+    if source == "content":
+        by_query = row[COLUMN["query_similarity"]] >= row[COLUMN["history_max_similarity"]]
+        if query and (by_query or evidence.similar_to is None):
+            return f"matches your search \u201c{query}\u201d"
+        if evidence.similar_to is not None:
+            return f"similar to {evidence.similar_to}"
+    return None
 
-    The generic content score is the fallback, not the reason: "customers who bought X also
-    bought this" or "similar to Y" tells a person why, "close to your interests" barely does.
+
+def reason(row: np.ndarray, weights: np.ndarray, *, query: str, evidence: Evidence,
+           sources: list[str] | None = None) -> str:
+    """One human sentence naming why this item is here.
+
+    `sources` (best rank first) found the item: the first one with evidence names it, the
+    user's own evidence (history, query) before popularity
+    ("customers who bought X also bought this", "often bought after X", "similar to X",
+    "popular this week", "matches your search"). Without sources, the strongest specific
+    signal speaks; the generic content score is the fallback, not the reason.
     """
+    # personal evidence (this user's history or query) speaks before "popular"
+    ordered = sorted(sources or (), key=lambda name: name in ("popular", "trending"))
+    for source in ordered:
+        text = _source_phrase(source, row, query, evidence)
+        if text is not None:
+            return text
     parts = row * weights
     ranked = [FEATURES[i] for i in np.argsort(-parts, kind="stable") if parts[i] > 0]
     generic = ("retrieval", "rank_content", "source_count")

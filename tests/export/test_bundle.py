@@ -50,3 +50,25 @@ def test_existing_non_empty_output_is_refused(tmp_path):
     (tmp_path / "b" / "f").write_text("x")
     with pytest.raises(InvalidInput):
         BundleWriter(tmp_path / "b")
+
+
+def test_typed_manifest_reads_sections_and_keeps_the_raw_json(tmp_path):
+    from export.bundle import load_manifest
+
+    dest = tmp_path / "typed"
+    with BundleWriter(dest) as writer:
+        writer.commit({"index": {"ef": 48, "m": 8, "recall_at_10": 0.99},
+                       "features": {"parameters": {"history_length": 20, "top_n": 5}},
+                       "retrieval": {"backend": "hnsw"}})
+    manifest = load_manifest(dest)
+    assert manifest.index.ef == 48 and manifest.features.parameters.history_length == 20
+    assert manifest.ranker is None and manifest.encoder.model.max_length == 256  # defaults
+    assert manifest.get("retrieval") == {"backend": "hnsw"} and "index" in manifest
+    assert manifest["index"]["recall_at_10"] == 0.99  # untyped keys stay readable
+
+
+def test_writer_refuses_a_manifest_the_server_cannot_read(tmp_path):
+    with pytest.raises(BundleError, match="manifest does not match"):
+        with BundleWriter(tmp_path / "bad") as writer:
+            writer.commit({"index": {"ef": "many"}})
+    assert not (tmp_path / "bad").exists()

@@ -152,3 +152,39 @@ def test_load_refuses_missing_tables(tmp_path):
     (tmp_path / "popularity.npy").unlink()
     with pytest.raises(BundleError, match="unreadable feature tables"):
         InteractionFeatures.load(tmp_path)
+
+
+def test_item_knn_is_cosine_over_users_and_transitions_are_shares_of_what_follows(tmp_path):
+    catalog = make_catalog(4)
+    day = lambda d: T0 + d * DAY  # noqa: E731
+    events = [Interaction("a", "i0", day(0)), Interaction("a", "i1", day(1)),
+              Interaction("b", "i0", day(0)), Interaction("b", "i1", day(1)),
+              Interaction("c", "i0", day(0)), Interaction("c", "i2", day(1)),
+              Interaction("c", "i0", day(5)),  # c comes back to i0: a repeat
+              Interaction("d", "i3", day(9), event="dislike")]  # no taste signal
+    features = compute_features(events, catalog, neighbours=3, window=1)
+    knn = dict(zip(features.item_knn.labels[0].tolist(), features.item_knn.scores[0].tolist()))
+    # i0: users {a, b, c}; i1: {a, b}; i2: {c}
+    assert knn[1] == pytest.approx(2 / np.sqrt(3 * 2), abs=1e-3)
+    assert knn[2] == pytest.approx(1 / np.sqrt(3 * 1), abs=1e-3)
+    assert -1 in knn and 0 not in knn  # an empty slot; never its own neighbour
+    after = dict(zip(features.transitions.labels[0].tolist(), features.transitions.scores[0].tolist()))
+    assert after[1] == pytest.approx(2 / 3, abs=1e-3) and after[2] == pytest.approx(1 / 3, abs=1e-3)
+    assert features.transitions.labels[2].tolist() == [0, -1, -1]  # c: i2 then i0 again
+    assert features.repeat_rate.tolist() == pytest.approx([1 / 3, 0, 0, 0])
+    assert features.trending.max() == 1.0 and features.popularity[3] == 0  # the dislike counts for nothing
+    assert features.item_knn.labels.dtype == np.int32 and features.item_knn.scores.dtype == np.float16
+    assert features.counts["neighbour_bytes_per_item"] == 2 * 3 * 6  # 6 bytes a neighbour, two tables
+    features.save(tmp_path)
+    loaded = InteractionFeatures.load(tmp_path)
+    np.testing.assert_array_equal(loaded.item_knn.labels, features.item_knn.labels)
+    np.testing.assert_array_equal(loaded.transitions.scores, features.transitions.scores)
+    np.testing.assert_array_equal(loaded.repeat_rate, features.repeat_rate)
+
+
+def test_item_knn_counts_only_each_users_recent_items():
+    catalog = make_catalog(4)
+    events = [Interaction("a", f"i{k}", T0 + k) for k in range(4)]
+    recent_two = compute_features(events, catalog, knn_recent_items=2).item_knn
+    assert set(recent_two.labels[3].tolist()) == {2, -1}  # i0, i1 are too old for a
+    assert (recent_two.labels[0] == -1).all()
