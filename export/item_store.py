@@ -7,11 +7,10 @@ Schema (SCHEMA_VERSION 1), laid out for live writes (upserts, deletes) as well a
                created_at, updated_at (epoch seconds, NULL when unknown),
                deleted (0/1: a tombstone, the label stays taken), version (bumped per write,
                so replaying a write-ahead log entry twice is a no-op)
-    write_log  seq INTEGER PRIMARY KEY AUTOINCREMENT, op ('upsert'|'delete'), item_id,
-               payload (JSON), received_at -- writes acknowledged but maybe not yet applied
-    meta       key TEXT PRIMARY KEY, value TEXT -- schema_version, last_applied_seq, ...
+    meta       key TEXT PRIMARY KEY, value TEXT -- schema_version, created_at
 
-A bundle's items.sqlite is immutable: `open(readonly=True)` opens it with SQLite's
+Live writes are logged by server/live/wal.py, never here. A bundle's items.sqlite is
+immutable: `open(readonly=True)` opens it with SQLite's
 `immutable=1`, so no -wal/-shm files appear next to it and the bundle's checksums hold.
 """
 
@@ -41,13 +40,6 @@ CREATE TABLE items (
     updated_at REAL,
     deleted INTEGER NOT NULL DEFAULT 0,
     version INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE write_log (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    op TEXT NOT NULL CHECK (op IN ('upsert', 'delete')),
-    item_id TEXT NOT NULL,
-    payload TEXT,
-    received_at REAL NOT NULL
 );
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -103,8 +95,7 @@ class ItemStore:
         with db:
             db.executemany(
                 "INSERT INTO meta(key, value) VALUES (?, ?)",
-                [("schema_version", str(SCHEMA_VERSION)), ("last_applied_seq", "0"),
-                 ("created_at", repr(time.time()))],
+                [("schema_version", str(SCHEMA_VERSION)), ("created_at", repr(time.time()))],
             )
         return cls(db, path, readonly=False)
 
@@ -157,13 +148,6 @@ class ItemStore:
         while chunk := cursor.fetchmany(batch):
             for label, title, text, attributes in chunk:
                 yield label, title, text, json.loads(attributes)
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-
-    def meta(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def catalog(self, batch: int = 50_000) -> Catalog:
         """Every item (deleted ones included, flagged) as a label-indexed Catalog."""

@@ -18,10 +18,10 @@ import numpy as np
 from export.hnsw_index import build_index
 from server.live.config import LiveConfig
 from server.live.live_state import LiveState
+from server.served_bundle import INDEX_HEADROOM
 from server.retrieval.vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
-_HEADROOM = 1.25
 
 
 def compaction_due(index: VectorIndex, config: LiveConfig) -> bool:
@@ -45,7 +45,7 @@ class Compaction:
         self.task = asyncio.create_task(asyncio.to_thread(
             build_index, vectors, self.labels, m=int(params.get("m", 16)),
             ef_construction=int(params.get("ef_construction", 200)), threads=1,
-            max_elements=int(len(self.labels) * _HEADROOM) + 16), name="recserve-compaction")
+            max_elements=int(len(self.labels) * INDEX_HEADROOM) + 16), name="recserve-compaction")
 
     def done(self) -> bool:
         return self.task.done()
@@ -68,7 +68,7 @@ class Compaction:
             if len(added):
                 needed = graph.get_current_count() + len(added)
                 if needed > graph.get_max_elements():
-                    graph.resize_index(int(needed * _HEADROOM) + 16)
+                    graph.resize_index(int(needed * INDEX_HEADROOM) + 16)
                 for label in added.tolist():
                     try:
                         graph.unmark_deleted(label)

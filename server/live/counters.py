@@ -83,6 +83,8 @@ class LiveCounters:
         self.popularity[label] += weight
         self.tables.popularity[label] = min(1.0, self.base_popularity[label]
                                             + self.popularity[label] / self.saturation)
+        # item-to-item and transition neighbours (server/ranking/features.py) learn at once
+        self.tables.record_interaction(label, previous, weight / self.saturation, self.window)
         recent = previous[-self.window:][::-1]  # distance 1 = the item just before
         for distance, other in enumerate(recent.tolist(), start=1):
             if other == label:

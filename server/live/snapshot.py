@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from export.bundle import sha256_file
 from export.hnsw_index import load_index
 from server.live.live_state import LiveState
+from server.served_bundle import INDEX_HEADROOM
 from export.bundle import fsync_dir
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 STATE_FILE = "state.json"
 _NAME = re.compile(r"^snapshot-(\d+)$")
-_HEADROOM = 1.25
 
 
 @dataclass
@@ -167,7 +167,7 @@ def restore(live: LiveState, path: Path, state: dict) -> None:
     vectors = np.load(path / "vectors.npy")
     present = np.load(path / "present.npy")
     graph = load_index(path / "index.hnsw", dim=bundle.index.dim, ef=bundle.index.default_ef,
-                       max_elements=int(len(vectors) * _HEADROOM) + 16)
+                       max_elements=int(len(vectors) * INDEX_HEADROOM) + 16)
     bundle.index.load_parts(graph, vectors, present)
     bundle.users.restore_live_overlay(state["users"])
     live.counters.restore(np.load(path / "popularity.npy"), sp.load_npz(path / "cooccurrence.npz"))

@@ -40,9 +40,10 @@ def test_schema_is_ready_for_live_writes(tmp_path):
     columns = {r[1] for r in db.execute("PRAGMA table_info(items)")}
     assert columns == {"label", "item_id", "title", "text", "attributes", "created_at",
                        "updated_at", "deleted", "version"}
-    assert {r[1] for r in db.execute("PRAGMA table_info(write_log)")} >= {"seq", "op", "item_id"}
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"items", "meta"}  # live writes are logged by server/live/wal.py, not here
     meta = dict(db.execute("SELECT key, value FROM meta"))
-    assert meta["schema_version"] == str(SCHEMA_VERSION) and meta["last_applied_seq"] == "0"
+    assert meta["schema_version"] == str(SCHEMA_VERSION)
 
 
 def test_duplicate_ids_are_refused(tmp_path):

@@ -125,3 +125,18 @@ def test_live_bump_adds_and_strengthens_neighbours():
     table.bump(3, 7, 0.001)  # row full, weaker than every neighbour: not kept
     assert 7 not in table.labels[3].tolist()
     table.bump(99, 1, 1.0)  # an item added live (no row yet): ignored, not an error
+
+
+def test_a_live_interaction_strengthens_item_knn_and_transitions():
+    from server.ranking.features import FeatureTables
+
+    users, labels = sorted_events()
+    tables = FeatureTables(np.zeros(N, np.float32), None, np.zeros(N), {},
+                           item_knn=item_knn_table(users, labels, N, width=3, per_user=10),
+                           transitions=transition_table(users, labels, N, width=3, window=1))
+    assert 6 not in tables.transitions.labels[3].tolist()
+    tables.record_interaction(6, previous=np.array([0, 3]), amount=0.4, window=5)
+    assert 6 in tables.transitions.labels[3].tolist()  # 3 was just before 6
+    assert 6 in tables.item_knn.labels[3].tolist() and 3 in tables.item_knn.labels[6].tolist()
+    ctx = context([3])
+    assert 6 in ItemKnnSource(tables.item_knn).find(ctx, quota=5).labels.tolist()
