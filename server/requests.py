@@ -17,8 +17,10 @@ class LimitsConfig(RecserveSettings):
     """k when a request leaves it at 0."""
     max_query_chars: int = 2000
     """Longest query text accepted (longer texts are refused, not silently cut)."""
-    max_history: int = 200
-    """Most item ids a request's history may carry."""
+    max_history: int = 50
+    """Most item ids a request's history may carry (longer is refused, not silently cut).
+    The engine uses the newest `features.parameters.history_length` items (the bundle's
+    manifest, 50 by default) of the user's stored history plus this one: keep them equal."""
     max_batch_requests: int = 256
     """Most requests in one RecommendBatch call."""
     max_embed_texts: int = 256

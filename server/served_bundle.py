@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 INDEX_HEADROOM = 1.25
 
 
-def encoder_max_length(manifest: Manifest) -> int:
-    return manifest.encoder.model.max_length
+def encoder_max_length(manifest: Manifest | dict) -> int:
+    """The token limit the encoder was exported (and items embedded) with."""
+    typed = manifest if isinstance(manifest, Manifest) else Manifest.from_json(manifest)
+    return typed.encoder.model.max_length
 
 
 def attribute_codes(catalog: Catalog, vocab: dict[str, list[str]]) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from server.ranking.features import COLUMN, FeatureTables, RankingContext, compute_features
@@ -75,3 +76,28 @@ def test_reason_for_a_text_query():
     row[COLUMN["retrieval"]] = 0.8
     assert reason(row, w, query="red lantern", evidence=Evidence()) \
         == "matches your search \u201cred lantern\u201d"
+
+
+def test_collaborative_source_and_repeat_features():
+    from export.neighbours import NeighbourTable
+
+    knn = NeighbourTable(np.array([[4, 1], [-1, -1], [-1, -1], [-1, -1], [0, -1]], np.int32),
+                         np.array([[0.8, 0.2], [0, 0], [0, 0], [0, 0], [0.8, 0]], np.float16))
+    after = NeighbourTable(np.array([[3, -1], [2, -1], [-1, -1], [-1, -1], [-1, -1]], np.int32),
+                           np.array([[1.0, 0], [0.5, 0], [0, 0], [0, 0], [0, 0]], np.float16))
+    t = tables()
+    t.item_knn, t.transitions = knn, after
+    t.repeat_rate = np.array([0.5, 0, 0, 0, 0], np.float32)
+    t.trending = np.array([0, 0, 0, 1.0, 0], np.float32)
+    ctx = RankingContext(query_vector=None, history_labels=np.array([1, 0]),
+                         history_weights=np.array([0.25, 0.75], np.float32), now=0.0)
+    candidates = np.array([0, 3, 4, 9])  # 9: an item added live, past every table
+    ranks = np.array([[0, -1, -1, -1, -1], [1, -1, 0, -1, 0], [-1, 0, -1, -1, -1], [2, -1, -1, -1, -1]])
+    f, _ = compute_features(candidates, np.zeros(4, np.float32), ctx, t,
+                            np.vstack([VECTORS, np.eye(5, 3, dtype=np.float32)]), ranks)
+    assert f[2, COLUMN["item_knn"]] == pytest.approx(0.75 * 0.8, abs=1e-3)  # float16 scores
+    assert f[1, COLUMN["transition"]] == 1.0  # 3 follows 0, the newest item (weight 1)
+    assert f[0, COLUMN["repeat_purchase"]] == 0.5 and f[1, COLUMN["repeat_purchase"]] == 0
+    assert f[1, COLUMN["trending"]] == 1.0 and f[3].any()  # the live item still gets a row
+    assert f[1, COLUMN["rank_content"]] == 0.5 and f[1, COLUMN["rank_trending"]] == 1.0
+    assert f[2, COLUMN["rank_content"]] == 0 and f[1, COLUMN["source_count"]] == 3
