@@ -10,7 +10,9 @@
    query is encoded: a cache hit would beat the encoder limit and prove nothing). Closed
    loop at rising concurrency finds the maximum throughput; an open-loop run at 70% of it
    gives p50/p99 under load.
-3. Unpinned: the same on both cores, ORT threads = usable CPUs.
+3. Unpinned: the same on both cores, ORT threads = usable CPUs, with `--workers N` serving
+   processes on the port (`--workers 2`: the issue-13 comparison with the pinned single process).
+4. `--rss-workers 1,2,4`: resident memory of each serving process with that many workers.
 Writes results.json and prints a Markdown table for docs/BENCHMARKS.md.
 """
 
@@ -76,15 +78,15 @@ print(json.dumps(out))
     return {"sentences_per_s_by_batch": per_size, "best_batch": best, "limit": per_size[best]}
 
 
-def start_server(bundle: Path, port: int, pinned: bool) -> subprocess.Popen:
+def start_server(bundle: Path, port: int, pinned: bool, workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RECSERVE_BATCHER_CACHE_SIZE": "0"}
     cmd = [sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-           "--port", str(port), "--metrics-port", "-1", "--log-level", "WARNING"]
+           "--port", str(port), "--metrics-port", "-1", "--log-level", "WARNING", "--workers", str(workers)]
     if pinned:
         cmd = ["taskset", "-c", "0", *cmd, "--threads", "1"]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     for line in process.stdout:
-        if re.search(r"serving bundle", line):
+        if re.search(r"^recserve: serving bundle", line):  # workers print `recserve worker i: ...`
             return process
     raise RuntimeError(f"server did not start (rc={process.wait()})")
 
@@ -102,13 +104,39 @@ def loadtest(target: str, out: Path, pinned: bool, duration: float, *, concurren
     return report["phases"][-1] if "phases" in report else report
 
 
-def measure_server(bundle: Path, out: Path, pinned: bool, duration: float, port: int) -> dict:
-    label = "pinned" if pinned else "unpinned"
-    server = start_server(bundle, port, pinned)
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def serving_pids(process: subprocess.Popen) -> list[int]:
+    """The worker processes of a supervisor, or the server itself."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    return [int(c) for c in children] or [process.pid]
+
+
+def measure_rss(bundle: Path, port: int, workers: int) -> dict:
+    server = start_server(bundle, port, False, workers)
+    try:
+        time.sleep(1.0)
+        per_worker = [round(rss_mb(pid), 1) for pid in serving_pids(server)]
+        return {"workers": workers, "rss_mb_per_worker": per_worker, "supervisor_rss_mb":
+                round(rss_mb(server.pid), 1) if workers > 1 else 0.0, "total_mb": round(sum(per_worker), 1)}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def measure_server(bundle: Path, out: Path, pinned: bool, duration: float, port: int, workers: int = 1,
+                   concurrencies=(16, 32, 64, 128)) -> dict:
+    label = "pinned" if pinned else f"unpinned-w{workers}"
+    server = start_server(bundle, port, pinned, workers)
     target = f"127.0.0.1:{port}"
     try:
         closed = {}
-        for concurrency in (16, 32, 64, 128):
+        for concurrency in concurrencies:
             phase = loadtest(target, out / f"{label}-c{concurrency}", pinned, duration, concurrency=concurrency)
             closed[concurrency] = {"throughput": phase["throughput_ok"], "p50_ms": phase["latency_ms"]["p50"],
                                    "p99_ms": phase["latency_ms"]["p99"], "errors": phase["errors"]}
@@ -119,7 +147,9 @@ def measure_server(bundle: Path, out: Path, pinned: bool, duration: float, port:
                   "p50_ms": phase["latency_ms"]["p50"], "p99_ms": phase["latency_ms"]["p99"],
                   "errors": phase["errors"], "generator_kept_up": phase.get("generator_kept_up"),
                   "server_timings_ms": phase.get("server_timings_ms")}
-        return {"closed_loop": closed, "max_throughput": max_rps, "best_concurrency": best, "open_70": open70}
+        rss = [round(rss_mb(pid), 1) for pid in serving_pids(server)]
+        return {"closed_loop": closed, "max_throughput": max_rps, "best_concurrency": best, "open_70": open70,
+                "workers": workers, "rss_mb_per_worker": rss}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -132,6 +162,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "serve"))
     parser.add_argument("--port", type=int, default=50391)
     parser.add_argument("--skip-unpinned", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="serving processes of the unpinned run")
+    parser.add_argument("--concurrency", default="16,32,64,128", help="closed-loop concurrencies")
+    parser.add_argument("--rss-workers", default="", help="e.g. 1,2,4: RSS per worker, nothing else")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.bundle:
@@ -142,13 +175,20 @@ def main() -> int:
         bundle = default_bundle_path()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.rss_workers:
+        rss = [measure_rss(bundle, args.port, int(n)) for n in args.rss_workers.split(",")]
+        (out / "rss.json").write_text(json.dumps(rss, indent=2) + "\n")
+        print(json.dumps(rss, indent=1))
+        return 0
+    concurrencies = tuple(int(c) for c in args.concurrency.split(","))
     texts = workload_texts()
     results = {"bundle": str(bundle), "texts": len(texts), "machine": os.uname().nodename,
                "cpus": len(os.sched_getaffinity(0)), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     results["limit"] = encoder_limit(bundle, texts)
-    results["pinned"] = measure_server(bundle, out, True, args.duration, args.port)
+    results["pinned"] = measure_server(bundle, out, True, args.duration, args.port, 1, concurrencies)
     if not args.skip_unpinned:
-        results["unpinned"] = measure_server(bundle, out, False, args.duration, args.port + 1)
+        results["unpinned"] = measure_server(bundle, out, False, args.duration, args.port + 1, args.workers,
+                                             concurrencies)
     pinned = results["pinned"]
     results["ratio_to_limit"] = round(pinned["max_throughput"] / results["limit"]["limit"], 3)
     o = pinned["open_70"]
@@ -167,7 +207,7 @@ def markdown(r: dict) -> str:
         if label not in r:
             continue
         for c, v in r[label]["closed_loop"].items():
-            lines.append(f"| {label}, closed loop | {c} | {v['throughput']:.0f} | {v['p50_ms']} | {v['p99_ms']} | {v['errors']} |")
+            lines.append(f"| {label} (w{r[label].get('workers', 1)}), closed loop | {c} | {v['throughput']:.0f} | {v['p50_ms']} | {v['p99_ms']} | {v['errors']} |")
         o = r[label]["open_70"]
         lines.append(f"| {label}, open loop at 70% ({o['offered']}/s) | - | {o['throughput']:.0f} | {o['p50_ms']} | {o['p99_ms']} | {o['errors']} |")
     lines += ["", f"limit (best batch {lim['best_batch']}): {lim['limit']:.0f} sentences/s; "

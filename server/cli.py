@@ -15,6 +15,8 @@ from server.live.config import LiveConfig
 from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
+from server.workers.identity import worker_prefix
+from server.workers.supervisor import SupervisorConfig, WorkerSupervisor, announce_ready, auto_workers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     security.add_argument("--metrics-host", help="interface of the Prometheus port (default: --host)")
     security.add_argument("--no-reflection", dest="reflection", action="store_false", default=None,
                           help="do not serve gRPC server reflection")
+    parser.add_argument("--workers", default="1",
+                        help="serving processes sharing the port: a number or `auto` (usable CPUs); "
+                        "default 1 (docs/WORKERS.md)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -111,8 +116,9 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
         print("recserve: stopped during start-up", flush=True)
         return 0
     live = f"; live writes in {server.live.directory}" if server.live is not None else "; read-only"
-    print(f"recserve: serving bundle {server.state.version} on {configs.server.host}:{port}"
+    print(f"{worker_prefix()}: serving bundle {server.state.version} on {configs.server.host}:{port}"
           f" (metrics on :{server.metrics_port}{live})", flush=True)
+    announce_ready(server.state.version)  # to the supervisor, when this is one of its workers
     await server.wait_for_termination()
     if stopping:
         await stopping[0]
@@ -127,4 +133,22 @@ def run(args: argparse.Namespace) -> int:
         from server.default_bundle import default_bundle_path
 
         bundle = str(default_bundle_path())
+    workers = auto_workers() if str(args.workers) == "auto" else int(args.workers)
+    if workers > 1:
+        return supervise(args, bundle, configs, workers)
     return asyncio.run(serve(bundle, configs))
+
+
+def supervise(args: argparse.Namespace, bundle: str, configs: AllConfigs, workers: int) -> int:
+    """`--workers N`: N serving processes on one port (server/workers/supervisor.py)."""
+    import sys
+
+    from server.live.service import live_directory
+
+    argv = sys.argv[sys.argv.index("serve") + 1:] + ["--bundle", bundle]
+    server = configs.server
+    config = SupervisorConfig(
+        workers=workers, host=server.host, port=server.port,
+        metrics_host=getattr(server, "metrics_host", "") or server.host, metrics_port=server.metrics_port,
+        live_dir=live_directory(bundle, configs.live) if configs.live.enabled else None)
+    return WorkerSupervisor(config, argv).run()

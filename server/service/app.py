@@ -25,6 +25,7 @@ from protos import recommender_pb2_grpc as pb_grpc
 from server.batching.batcher import BatcherConfig
 from server.engine import RankingConfig
 from server.live.config import LiveConfig
+from server.live.log_sharing import LogSharing
 from server.live.service import LiveWrites, live_directory, lock_live_directory
 from server.metrics import ServerMetrics
 from server.reload import BundleReloader, ReloadOutcome
@@ -134,7 +135,8 @@ class RecserveServer:
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            # on only for --workers N: then the workers share the port on purpose
+            ("grpc.so_reuseport", 1 if LogSharing.from_env().shared else 0),
         ]
         self.grpc = grpc.aio.server(options=options, interceptors=[self.door])
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self), self.grpc)
@@ -147,12 +149,11 @@ class RecserveServer:
     async def start(self, bundle_path: str | Path, address: str | None = None) -> int:
         """Bind, report NOT_SERVING, load + warm the bundle, then report SERVING. Returns the port."""
         address = address or f"{self.config.host}:{self.config.port}"
-        try:
-            self.port = self.security.bind(self.grpc, address)
-        except RuntimeError as exc:  # grpc says only "Failed to bind"
-            raise BindFailed(f"cannot listen on {address}: the port is in use or the address is not local") from exc
-        await self._publish_health()  # the aio HealthServicer starts out SERVING: correct it first
-        await self.grpc.start()
+        # A --workers worker joins the shared port only once it can serve: bound while loading,
+        # it would take new connections from the serving workers and answer them UNAVAILABLE.
+        joins_late = LogSharing.from_env().shared
+        if not joins_late:
+            await self._listen(address)
         lock = None
         try:
             self._start_metrics_http()
@@ -177,9 +178,19 @@ class RecserveServer:
         self.bundle_path = str(bundle_path)
         self.update_index_metrics()
         self._installed = True
+        if joins_late:
+            await self._listen(address)
         await self._publish_health()
         log.info("serving bundle %s on port %s", self.state.version, self.port)
         return self.port
+
+    async def _listen(self, address: str) -> None:
+        try:
+            self.port = self.security.bind(self.grpc, address)
+        except RuntimeError as exc:  # grpc says only "Failed to bind"
+            raise BindFailed(f"cannot listen on {address}: the port is in use or the address is not local") from exc
+        await self._publish_health()  # the aio HealthServicer starts out SERVING: correct it first
+        await self.grpc.start()
 
     def _start_metrics_http(self) -> None:
         if self.config.metrics_port < 0:

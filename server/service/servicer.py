@@ -24,6 +24,7 @@ from server.requests import StageTimings
 from server.service import write_rpcs
 from server.service.convert import query_from_proto, result_to_proto, timings_to_proto
 from server.service.status_map import status_for
+from server.workers.identity import worker_id
 from server.service.validation import validate_batch, validate_recommend
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, server: "RecserveServer") -> None:
         self.server = server
+        self._worker_id = worker_id()
         self.metrics = server.metrics
         self.limits = server.limits
 
@@ -83,7 +85,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     async def Recommend(self, state, request: pb.RecommendRequest, deadline):
         validate_recommend(request, self.limits)
         query = query_from_proto(request).validated(self.limits)
-        return result_to_proto(await state.engine.recommend(query, deadline))
+        if request.min_sequence > 0 and self.server.live is not None:  # read-your-writes
+            await self.server.live.wait_applied(request.min_sequence, deadline)
+        response = result_to_proto(await state.engine.recommend(query, deadline))
+        response.timings.worker_id = self._worker_id  # which of the --workers processes answered
+        return response
 
     @_rpc("RecommendBatch")
     async def RecommendBatch(self, state, request: pb.RecommendBatchRequest, deadline):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -28,7 +30,8 @@ def two_workers(small_bundle, tmp_path_factory):
     work = tmp_path_factory.mktemp("workers")
     current = work / "current"
     current.symlink_to(small_bundle, target_is_directory=True)  # re-pointed by the reload test
-    server = ServerProcess(current, work / "live", work / "server.log", extra_args=("--workers", "2"))
+    server = ServerProcess(current, work / "live", work / "server.log",
+                           extra_args=("--workers", "2", "--metrics-port", "0"))
     server.start()
     yield server, work
     server.kill()
@@ -48,6 +51,13 @@ def test_calls_are_spread_over_the_workers(two_workers):
     seen = _workers_seen(server.port, pb.RecommendRequest(query="christmas lantern", k=5))
     assert len(seen) == 2, seen.keys()
     assert all(r.items for r in seen.values())
+    # one scrape of the supervisor's port covers every worker (prometheus multiprocess mode)
+    metrics_port = int(re.search(r"metrics on :(\d+)", server.log_text()).group(1))
+    scrape = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    served = sum(float(line.rsplit(" ", 1)[1]) for line in scrape.splitlines()
+                 if line.startswith("recserve_requests_total{") and 'method="Recommend"' in line
+                 and 'code="OK"' in line)
+    assert served >= 24
 
 
 def test_a_write_acknowledged_by_one_worker_is_read_through_min_sequence_on_all(two_workers):
@@ -69,8 +79,8 @@ def test_a_killed_worker_is_replaced_while_calls_keep_succeeding(two_workers):
     victim = int(sorted(before)[0].rsplit("-", 1)[1])
     os.kill(victim, signal.SIGKILL)
     failures, seen_after = 0, set()
-    # A connection that lands on the dead worker, or on its replacement while it still loads
-    # (it binds before it serves, answering UNAVAILABLE), is retried by the client.
+    # A call on a connection to the dead worker fails UNAVAILABLE and is retried by the client
+    # (a replacement joins the port only once it serves).
     options = ClientOptions(target=f"127.0.0.1:{server.port}", deadline_s=30.0,
                             retry=RetryPolicy(max_attempts=60, initial_backoff_s=0.1, max_backoff_s=0.5))
     deadline = time.monotonic() + 60
