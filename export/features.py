@@ -38,7 +38,6 @@ FEATURES_FORMAT = 2
 EVENT_WEIGHTS: dict[str, float] = {"purchase": 1.0, "add_to_cart": 0.5, "click": 0.25,
                                    "view": 0.1, "dislike": 0.0, "not_interested": 0.0}
 NEGATIVE_EVENTS = frozenset({"dislike", "not_interested"})
-DEFAULT_EVENT_WEIGHTS = {k: v for k, v in EVENT_WEIGHTS.items() if k not in NEGATIVE_EVENTS}
 MAX_VOCAB_VALUES = 1000  # attributes with more distinct values (ids, free text) are not vocabularies
 _DAY = 86400.0
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)

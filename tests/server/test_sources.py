@@ -140,3 +140,14 @@ def test_a_live_interaction_strengthens_item_knn_and_transitions():
     assert 6 in tables.item_knn.labels[3].tolist() and 3 in tables.item_knn.labels[6].tolist()
     ctx = context([3])
     assert 6 in ItemKnnSource(tables.item_knn).find(ctx, quota=5).labels.tolist()
+
+
+def test_popular_walks_its_order_past_exclusions_and_answers_without_interactions():
+    scores = np.linspace(1.0, 0.3, N).astype(np.float32)
+    popular = RankedItemsSource("popular", lambda: scores)
+    present = np.ones(N, bool)
+    present[1] = False
+    found = popular.find(context([], item_filter=ItemFilter(exclude_labels=(0, 2)), present=present), 3)
+    assert found.labels.tolist() == [3, 4, 5]
+    cold_start = RankedItemsSource("popular", lambda: np.zeros(N, np.float32))
+    assert cold_start.find(context([]), quota=3).labels.tolist() == [0, 1, 2]  # catalog order

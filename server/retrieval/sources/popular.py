@@ -2,7 +2,10 @@
 half-life) or trending score (short half-life, "popular this week") that pass the filters.
 
 The order is sorted once and re-sorted at most every `refresh_s` (live events change the
-scores in place), so a request walks a prefix of it instead of sorting the catalog.
+scores in place), so a request walks a prefix of it instead of sorting the catalog; an
+attribute filter (its mask is computed anyway) picks the top of the allowed items directly.
+A bundle without interactions (all scores 0) still answers, in catalog order: a new user
+with no query and no history gets items rather than nothing.
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ class RankedItemsSource:
         if now - self._sorted_at > self.refresh_s:
             scores = self._scores()
             order = np.argsort(-scores, kind="stable")
-            self._order = order[scores[order] > 0]
+            positive = order[scores[order] > 0]
+            self._order = positive if len(positive) else order
             self._sorted_at = now
         return self._order
 
     def find(self, context: SourceContext, quota: int) -> SourceList:
+        if context.gate.filter.restricts_attributes:
+            return self._top_of_allowed(context, quota)
         order, scores = self.order(), self._scores()
         kept, start, step = [], 0, max(4 * quota, 64)
         found = 0
@@ -49,3 +55,14 @@ class RankedItemsSource:
         values = scores[labels].astype(np.float32)
         order = np.lexsort((labels, -values))  # live changes since the last sort
         return SourceList(labels[order], values[order])
+
+    def _top_of_allowed(self, context: SourceContext, quota: int) -> SourceList:
+        scores = self._scores()
+        allowed = np.flatnonzero(context.gate.mask()[: len(scores)])
+        allowed = allowed[context.gate.keep(allowed)]  # exclusions
+        values = scores[allowed]
+        if len(allowed) > quota:
+            top = np.argpartition(-values, quota - 1)[:quota]
+            allowed, values = allowed[top], values[top]
+        order = np.lexsort((allowed, -values))
+        return SourceList(allowed[order].astype(np.int64), values[order].astype(np.float32))
