@@ -137,8 +137,16 @@ def test_recserve_serve_on_all_interfaces_says_how_to_leave_protected_mode_in_on
     try:
         for line in process.stdout:
             lines.append(line)
-            if "serving bundle" in line:
+            if serving := re.search(r"serving bundle \S+ on 0\.0\.0\.0:(\d+)", line):
                 break
+        assert serving, "".join(lines)
+        port = int(serving.group(1))
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # the README's command serves reads
+            stub = pb_grpc.RecommenderStub(channel)
+            assert len(stub.Recommend(pb.RecommendRequest(query="red mug", k=3), timeout=30).items) == 3
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.UpsertItems(UPSERT, timeout=30)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
