@@ -23,6 +23,7 @@ from server.errors import DeadlineExceeded, InvalidRequest, NotReady
 from server.requests import StageTimings
 from server.service import write_rpcs
 from server.service.convert import query_from_proto, result_to_proto, timings_to_proto
+from server.service.info import public_manifest, public_name
 from server.service.status_map import status_for
 from server.workers.identity import worker_id
 from server.service.validation import validate_batch, validate_recommend
@@ -121,14 +122,14 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         encoder = manifest.get("encoder") or {}
         return pb.GetInfoResponse(
             bundle_version=state.version,
-            model=str((encoder.get("model") or {}).get("source", "")),
+            model=public_name(str((encoder.get("model") or {}).get("source", ""))),  # no build paths
             precision=str(encoder.get("precision", "")),
             dim=int(bundle.backend.dim),
             max_length=int(bundle.backend.tokenizer.max_length),
             index_size=int(bundle.index.index.get_current_count()),
             live_items=int(bundle.index.size),
             execution_provider=bundle.backend.runtime.provider,
-            manifest_json=json.dumps({k: v for k, v in manifest.items() if k != "files"}),
+            manifest_json=json.dumps(public_manifest({k: v for k, v in manifest.items() if k != "files"})),
             last_applied_sequence=int(getattr(self.server, "last_applied_sequence", 0)),
         )
 
