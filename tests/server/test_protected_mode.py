@@ -155,3 +155,21 @@ def test_recserve_serve_on_all_interfaces_says_how_to_leave_protected_mode_in_on
     warnings = [line for line in lines if "protected mode" in line]
     assert len(warnings) == 1, "".join(lines)
     assert "--insecure" in warnings[0] and "--tokens-file" in warnings[0]
+
+
+def test_the_security_flags_of_recserve_serve_reach_the_server_config(tmp_path):
+    import argparse
+
+    from server.cli import add_arguments, configs_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--insecure", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-client-ca", "ca.pem",
+                              "--tokens-file", "t.toml", "--release-dir", str(tmp_path), "--metrics-host",
+                              "10.0.0.5", "--no-reflection"])
+    server = configs_from_args(args).server
+    assert (server.insecure, server.tls_cert, server.tls_key, server.tls_client_ca, server.tokens_file,
+            server.release_dir, server.metrics_host, server.reflection) == (
+        True, "c.pem", "k.pem", "ca.pem", "t.toml", str(tmp_path), "10.0.0.5", False)
+    defaults = configs_from_args(parser.parse_args([])).server
+    assert (defaults.insecure, defaults.reflection, defaults.release_dir) == (False, True, "")
