@@ -194,8 +194,9 @@ class Authorizer:
         if needed not in granted:
             if self.access.protected_message and not self.credentials.configured:
                 raise PermissionDenied(self.access.protected_message)
+            hint = "" if bearer_token(metadata) is not None else " (no bearer token was sent)"
             raise PermissionDenied(f"{method} needs the '{needed.value}' scope, which these "
-                                   f"credentials do not have")
+                                   f"credentials do not have{hint}")
 
     def _granted(self, metadata, auth_context) -> frozenset[Scope]:
         if not self.credentials.configured:
