@@ -15,7 +15,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.cli_export", "export an encoder to verified, quantized ONNX"),
     "data": ("export.cli_data", "derive a catalog and interactions from a public data set"),
-    "build": ("export.cli_build", "build a deployable bundle from an encoder and a catalog"),
+    # train/ fits the learned ranker inside the build (export must not import train).
+    "build": ("train.build_with_ranker", "build a deployable bundle from an encoder and a catalog "
+                                         "(with interactions: and a learned ranker)"),
     "inspect": ("export.cli_inspect", "print a bundle's manifest and verify its checksums"),
     "serve": ("server.cli", "serve recommendations over gRPC"),
     "serve-ray": ("server.ray_serve.cli", "serve a bundle as Ray Serve replicas (same gRPC API)"),
@@ -23,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "loadtest": ("clients.loadtest.cli", "load-test a running server"),
     "release": ("clients.release", "export, verify, build, publish and deploy a bundle"),
     "train": ("train.cli_train", "fine-tune the encoder on interaction data"),
-    "train-ranker": ("train.cli_ranker", "fit the reranker's weights on logged interactions"),
+    "train-ranker": ("train.cli_ranker", "refit a bundle's ranker on logged interactions"),
     "eval": ("train.cli_eval", "measure recommendation quality against baselines"),
 }
 

@@ -4,11 +4,14 @@
                   [--protocol leave-last-out|time-split|cold-items] [--cutoff TIME] [--k 10,50]
                   [--users N] [--baselines popularity,transitions,item-knn,als] --out DIR
 
-Every bundle is evaluated twice, with its reranker (the manifest's learned weights, else the
-defaults) and with the retrieval score alone. Its interaction tables are recomputed from the
+Every bundle is evaluated as the server ranks (its learned ranker when it has one), with
+its linear scorer, by content retrieval alone, and each other candidate source alone; and
+`candidate_recall` counts how often the next item is among each source's candidates and
+the union's (train/evaluation/sources.py). Its interaction tables are recomputed from the
 split's training events first (train/evaluation/training_view.py), so no held-out event
-leaks into a feature. Classical baselines are fitted on the same training events. Writes
-results.json, results.md and results.png into --out.
+leaks into a feature. Classical baselines (popularity, transitions, item-kNN, ALS; the last
+two tuned on a validation split of the training events) are fitted on the same events.
+Writes results.json, results.md and results.png into --out.
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-training-events", metavar="FILE",
                         help="also write the split's training events (csv[.gz]), e.g. for "
                              "`recserve train-ranker` without the test events")
+    parser.add_argument("--no-per-source", dest="per_source", action="store_false",
+                        help="skip the 'each candidate source alone' rows")
+    parser.add_argument("--no-candidate-recall", dest="candidate_recall", action="store_false",
+                        help="skip counting how often the next item is among each source's "
+                             "candidates")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -101,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
     from train.evaluation.engine_recommender import RETRIEVAL_ONLY, EngineRecommender, make_engine
     from train.evaluation.report import markdown_table, write_report
     from train.evaluation.runner import evaluate, sample_cases
+    from train.evaluation.sources import (SOURCE_NAMES, candidate_recall, recall_table,
+                                          source_alone_engine)
     from train.evaluation.training_view import (held_out_keys, load_bundle_events,
                                                 training_interactions, with_training_tables,
                                                 write_interactions)
@@ -129,25 +139,37 @@ def run(args: argparse.Namespace) -> int:
     n_items = len(item_ids)
     names = [n.strip() for n in args.baselines.split(",") if n.strip()]
     recommenders = _baselines(names, events, cases.training_events, n_items, args.seed)
+    recall = {}
     encoders_seen: set = set()
     for name, path in bundles:
         bundle = first if path == bundles[0][1] else ServedBundle.load(path)
         if bundle.catalog.item_ids != item_ids:
             raise InvalidInput(f"bundle {path} has a different catalog from {bundles[0][1]}")
         bundle = with_training_tables(bundle, train_events)
-        learned = "learned" if bundle.ranker_weights else "default"
         text = args.query_items > 0
         suffix = f" [query: {args.query_items} history texts]" if text else ""
-        recommenders.append(EngineRecommender(
-            f"{name} + {learned} reranker{suffix}", make_engine(bundle, with_batcher=text),
-            query_items=args.query_items))
+
+        def row(label: str, engine) -> None:
+            recommenders.append(EngineRecommender(f"{name} {label}{suffix}", engine,
+                                                  query_items=args.query_items))
+
+        served = make_engine(bundle, with_batcher=text)
+        if served.ranker is not served.linear:
+            row("union + learned ranker (trees)", served)
+        learned = "learned" if bundle.ranker_weights else "default"
+        row(f"union + linear scorer ({learned} weights)", make_engine(
+            bundle, with_batcher=text, linear_only=True))
         files = bundle.manifest.get("files") or {}
         encoder = (files.get("model.onnx"), files.get("index.hnsw"))
-        if encoder not in encoders_seen:  # same encoder + index: the same retrieval-only row
-            recommenders.append(EngineRecommender(
-                f"{name} retrieval only{suffix}",
-                make_engine(bundle, RETRIEVAL_ONLY, with_batcher=text), query_items=args.query_items))
+        if encoder not in encoders_seen:  # same encoder + index: the same content rows
+            row("content only (retrieval score)", source_alone_engine(
+                make_engine(bundle, RETRIEVAL_ONLY, with_batcher=text), "content"))
+            if args.per_source:
+                for source in SOURCE_NAMES[1:]:
+                    row(f"{source} alone", source_alone_engine(make_engine(bundle), source))
         encoders_seen.add(encoder)
+        if args.candidate_recall:
+            recall[name] = candidate_recall(make_engine(bundle), cases, chosen, max(ks))
 
     results = evaluate(recommenders, cases, chosen, recall_ks=ks, ndcg_ks=(ks[0],),
                        show_progress=not args.quiet)
@@ -159,8 +181,12 @@ def run(args: argparse.Namespace) -> int:
         "items": n_items, "query_items": args.query_items, "seconds": round(time.perf_counter() - started, 1),
         "baseline_tuning": {r.name: r.tuning.grid for r in recommenders if hasattr(r, "tuning")},
     }
+    setup["candidate_recall"] = recall
     paths = write_report(results, Path(args.out), setup)
     print(markdown_table(results))
+    if recall:
+        print("next item among the candidates (share of cases; mean list size):")
+        print(recall_table(recall))
     print(f"{len(chosen)} of {len(cases)} cases, {setup['seconds']} s; wrote "
           + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -84,8 +84,10 @@ def test_eval_cli_end_to_end(sample, tmp_path):
 
     report = json.loads((out / "results.json").read_text())
     names = [r["name"] for r in report["results"]]
-    assert names == ["popularity", "last-item transitions", "tiny + default reranker",
-                     "tiny retrieval only"]
+    assert names == ["popularity", "last-item transitions",
+                     "tiny union + linear scorer (default weights)",
+                     "tiny content only (retrieval score)", "tiny item_knn alone",
+                     "tiny transitions alone", "tiny popular alone", "tiny trending alone"]
     assert report["setup"]["cases_evaluated"] == 300
     for row in report["results"]:
         m = row["metrics"]
@@ -99,6 +101,13 @@ def test_eval_cli_end_to_end(sample, tmp_path):
         assert by_name["last-item transitions"]["cold_items"]["recall@50"] == 0
     # Real purchase sequences: the next item after the last one beats plain popularity.
     assert by_name["last-item transitions"]["all"]["ndcg@10"] > by_name["popularity"]["all"]["ndcg@10"]
+    # Each source alone finds at most what the union of the sources finds.
+    recall = report["setup"]["candidate_recall"]["tiny"]["all"]
+    assert recall["cases"] == 300
+    assert all(recall[s] <= recall["union"] for s in ("content", "item_knn", "transitions",
+                                                       "popular", "trending"))
+    union = by_name["tiny union + linear scorer (default weights)"]["all"]["recall@50"]
+    assert union <= recall["union"] + 1e-9  # ranking only orders the candidates
     assert (out / "results.png").stat().st_size > 10_000
     assert "| popularity |" in (out / "results.md").read_text()
 

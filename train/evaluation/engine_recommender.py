@@ -34,8 +34,10 @@ RETRIEVAL_ONLY = {name: (1.0 if name == "retrieval" else 0.0) for name in FEATUR
 
 
 def make_engine(bundle: ServedBundle, weights: dict[str, float] | None = None,
-                with_batcher: bool = False) -> RecommendationEngine:
-    """An engine over the bundle; `weights` replace the bundle's ranker weights when given.
+                with_batcher: bool = False, linear_only: bool = False) -> RecommendationEngine:
+    """An engine over the bundle, ranking as the server would (its learned ranker when the
+    bundle has one); `weights` replace the linear weights and rank with them alone, as does
+    `linear_only` with the bundle's own linear weights.
 
     Without a batcher the engine answers history-only requests (no text to embed).
     """
@@ -44,6 +46,8 @@ def make_engine(bundle: ServedBundle, weights: dict[str, float] | None = None,
     engine = RecommendationEngine(bundle, batcher=batcher, metrics=metrics)  # type: ignore[arg-type]
     if weights is not None:
         engine.weights = weight_vector(weights)
+    if weights is not None or linear_only:
+        engine.ranker = engine.linear
     return engine
 
 

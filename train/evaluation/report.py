@@ -65,7 +65,13 @@ def write_report(results: Sequence[MethodResult], out: Path, setup: dict) -> dic
     paths = {"json": out / "results.json", "markdown": out / "results.md", "png": out / "results.png"}
     paths["json"].write_text(json.dumps(
         {"setup": setup, "results": [r.as_dict() for r in results]}, indent=2) + "\n")
-    paths["markdown"].write_text(markdown_table(results))
+    text = markdown_table(results)
+    if setup.get("candidate_recall"):
+        from train.evaluation.sources import recall_table
+
+        text += ("\nNext item among the candidates (share of cases; mean list size in "
+                 "brackets):\n\n" + recall_table(setup["candidate_recall"]))
+    paths["markdown"].write_text(text)
     bar_chart(results, paths["png"],
               f"{setup.get('protocol')} - {setup.get('cases_evaluated')} cases, full ranking")
     return paths

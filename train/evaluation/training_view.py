@@ -12,6 +12,7 @@ changes (bundles are immutable).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -20,13 +21,15 @@ import numpy as np
 
 from export.catalog import Interaction, InteractionColumns, read_interactions
 from export.features import compute_features
-from server.ranking.features import FeatureTables
-from server.served_bundle import ServedBundle, attribute_codes
+from server.served_bundle import ServedBundle, feature_tables
 from server.users import UserHistories
 from train.data import EventSequences, ItemTexts, load_events
 
-# Parameters of compute_features that the build records in manifest["build"]["config"].
-_FEATURE_PARAMETERS = ("half_life_days", "top_n", "history_length", "window", "seed")
+# Parameters of compute_features that the build records in manifest["build"]["config"]
+# (every keyword of compute_features the build config has a value for).
+_FEATURE_PARAMETERS = tuple(
+    name for name, p in inspect.signature(compute_features).parameters.items()
+    if p.kind is inspect.Parameter.KEYWORD_ONLY)
 
 
 def build_seed(bundle: ServedBundle) -> int:
@@ -78,13 +81,7 @@ def with_training_tables(bundle: ServedBundle, events: Iterable[Interaction]) ->
     config = (bundle.manifest.get("build") or {}).get("config") or {}
     parameters = {name: config[name] for name in _FEATURE_PARAMETERS if name in config}
     features = compute_features(events, bundle.catalog, **parameters)
-    tables = FeatureTables(
-        popularity=features.popularity.astype(np.float32),
-        cooccurrence=features.cooccurrence.tocsr(),
-        created_at=np.asarray(bundle.catalog.created_at, dtype=np.float64),
-        attribute_codes=attribute_codes(bundle.catalog, features.attribute_vocab),
-        freshness_half_life_days=bundle.tables.freshness_half_life_days,
-    )
+    tables = feature_tables(features, bundle.catalog, bundle.tables.freshness_half_life_days)
     users = UserHistories(features.user_history, features.user_history_ts,
                           history_length=int(parameters.get("history_length", 50)))
     return dataclasses.replace(bundle, tables=tables, users=users, features=features)
