@@ -13,6 +13,9 @@
 3. Unpinned: the same on both cores, ORT threads = usable CPUs, with `--workers N` serving
    processes on the port (`--workers 2`: the issue-13 comparison with the pinned single process).
 4. `--rss-workers 1,2,4`: resident memory of each serving process with that many workers.
+5. `--freshness N`: with `--workers` processes under a read load, N upserts one after another;
+   for each, the time from the acknowledgement until every worker returns the item (polled
+   on one connection per worker, no min_sequence): p50/p99/max.
 Writes results.json and prints a Markdown table for docs/BENCHMARKS.md.
 """
 
@@ -117,13 +120,24 @@ def serving_pids(process: subprocess.Popen) -> list[int]:
     return [int(c) for c in children] or [process.pid]
 
 
+def memory_mb(pid: int) -> dict:
+    """Rss, Pss (shared pages split between their users) and Private (this process alone), MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":", 1)
+        fields[name] = int(value.split()[0]) / 1024
+    return {"rss": round(fields["Rss"], 1), "pss": round(fields["Pss"], 1),
+            "private": round(fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0), 1)}
+
+
 def measure_rss(bundle: Path, port: int, workers: int) -> dict:
     server = start_server(bundle, port, False, workers)
     try:
         time.sleep(1.0)
-        per_worker = [round(rss_mb(pid), 1) for pid in serving_pids(server)]
-        return {"workers": workers, "rss_mb_per_worker": per_worker, "supervisor_rss_mb":
-                round(rss_mb(server.pid), 1) if workers > 1 else 0.0, "total_mb": round(sum(per_worker), 1)}
+        per_worker = [memory_mb(pid) for pid in serving_pids(server)]
+        supervisor = memory_mb(server.pid) if workers > 1 else {"rss": 0.0, "pss": 0.0, "private": 0.0}
+        return {"workers": workers, "per_worker_mb": per_worker, "supervisor_mb": supervisor,
+                "total_pss_mb": round(sum(m["pss"] for m in per_worker) + supervisor["pss"], 1)}
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -155,6 +169,78 @@ def measure_server(bundle: Path, out: Path, pinned: bool, duration: float, port:
         server.wait(timeout=30)
 
 
+def _stubs_per_worker(target: str, workers: int):
+    """One channel (one connection) per worker, found by the worker id in the timings."""
+    import grpc
+
+    from protos import recommender_pb2 as pb
+    from protos import recommender_pb2_grpc as pb_grpc
+
+    stubs, spare = {}, []
+    for _ in range(50 * workers):
+        channel = grpc.insecure_channel(target)
+        stub = pb_grpc.RecommenderStub(channel)
+        worker = stub.Recommend(pb.RecommendRequest(query="mug", k=1), timeout=10).timings.worker_id
+        if worker in stubs:
+            spare.append(channel)
+        else:
+            stubs[worker] = stub
+        if len(stubs) == workers:
+            break
+    for channel in spare:
+        channel.close()
+    return stubs
+
+
+def measure_freshness(bundle: Path, out: Path, port: int, workers: int, writes: int, read_rate: float) -> dict:
+    import grpc
+
+    from protos import recommender_pb2 as pb
+    from protos import recommender_pb2_grpc as pb_grpc
+
+    server = start_server(bundle, port, False, workers)
+    target = f"127.0.0.1:{port}"
+    load = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "loadtest", "--target", target, "--rate", str(read_rate),
+         "--duration", "600", "--warmup", "0", "--mix", "text=1", "--workers", "1", "--no-progress",
+         "--out", str(out / "freshness-load"), "--deadline-ms", "5000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        stubs = _stubs_per_worker(target, workers)
+        writer = pb_grpc.RecommenderStub(grpc.insecure_channel(target))
+        time.sleep(2.0)  # the read load is running
+        lags, own = [], []
+        run = int(time.time())
+        for i in range(writes):
+            tag = f"fresh-{run}-{i}"
+            answer = writer.UpsertItems(pb.UpsertItemsRequest(items=[pb.Item(
+                item_id=tag, title=f"FRESHNESS PROBE {i}", attributes={"fresh": tag})]), timeout=10)
+            acked = time.perf_counter()
+            seen = {}
+            while len(seen) < len(stubs) and time.perf_counter() - acked < 10:
+                for worker, stub in stubs.items():
+                    if worker in seen:
+                        continue
+                    response = stub.Recommend(pb.RecommendRequest(
+                        query=f"freshness probe {i}", k=1, filter=pb.Filter(attribute_equals={"fresh": tag})),
+                        timeout=10)
+                    if response.items:
+                        seen[worker] = time.perf_counter() - acked
+            lags.append(max(seen.values()) if len(seen) == len(stubs) else float("inf"))
+            own.append(min(seen.values()) if seen else float("inf"))
+            del answer
+        ms = np.asarray(lags) * 1000
+        return {"workers": workers, "writes": writes, "read_rate": read_rate,
+                "every_worker_ms": {"p50": round(float(np.percentile(ms, 50)), 2),
+                                    "p99": round(float(np.percentile(ms, 99)), 2), "max": round(float(ms.max()), 2)},
+                "first_worker_ms": {"p50": round(float(np.percentile(np.asarray(own) * 1000, 50)), 2)}}
+    finally:
+        load.terminate()
+        load.wait(timeout=30)
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", help="bundle to serve (default: the default demo bundle)")
@@ -165,6 +251,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="serving processes of the unpinned run")
     parser.add_argument("--concurrency", default="16,32,64,128", help="closed-loop concurrencies")
     parser.add_argument("--rss-workers", default="", help="e.g. 1,2,4: RSS per worker, nothing else")
+    parser.add_argument("--freshness", type=int, default=0, help="N upserts: ack -> visible on every worker")
+    parser.add_argument("--read-rate", type=float, default=100.0, help="read load (Recommend/s) during --freshness")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.bundle:
@@ -179,6 +267,11 @@ def main() -> int:
         rss = [measure_rss(bundle, args.port, int(n)) for n in args.rss_workers.split(",")]
         (out / "rss.json").write_text(json.dumps(rss, indent=2) + "\n")
         print(json.dumps(rss, indent=1))
+        return 0
+    if args.freshness:
+        fresh = measure_freshness(bundle, out, args.port, args.workers, args.freshness, args.read_rate)
+        (out / "freshness.json").write_text(json.dumps(fresh, indent=2) + "\n")
+        print(json.dumps(fresh, indent=1))
         return 0
     concurrencies = tuple(int(c) for c in args.concurrency.split(","))
     texts = workload_texts()

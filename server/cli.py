@@ -16,7 +16,8 @@ from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
 from server.workers.identity import worker_prefix
-from server.workers.supervisor import SupervisorConfig, WorkerSupervisor, announce_ready, auto_workers
+from server.workers.supervisor import (SupervisorConfig, WorkerSupervisor, announce_ready, auto_workers,
+                                      reload_target)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +89,7 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
 
     async def reload() -> None:
         try:
-            outcome = await server.reload()
+            outcome = await server.reload(reload_target())  # None: the configured path
             log.info("SIGHUP: now serving %s (was %s; %d live writes replayed)",
                      outcome.bundle_version, outcome.previous_version, outcome.replayed_writes)
         except Exception as exc:  # noqa: BLE001 - the old bundle keeps serving; say why

@@ -26,6 +26,7 @@ from server.batching.batcher import BatcherConfig
 from server.engine import RankingConfig
 from server.live.config import LiveConfig
 from server.live.log_sharing import LogSharing
+from server.workers.identity import joins_port_late
 from server.live.service import LiveWrites, live_directory, lock_live_directory
 from server.metrics import ServerMetrics
 from server.reload import BundleReloader, ReloadOutcome
@@ -149,9 +150,7 @@ class RecserveServer:
     async def start(self, bundle_path: str | Path, address: str | None = None) -> int:
         """Bind, report NOT_SERVING, load + warm the bundle, then report SERVING. Returns the port."""
         address = address or f"{self.config.host}:{self.config.port}"
-        # A --workers worker joins the shared port only once it can serve: bound while loading,
-        # it would take new connections from the serving workers and answer them UNAVAILABLE.
-        joins_late = LogSharing.from_env().shared
+        joins_late = joins_port_late()  # a replacement --workers worker: bind once it serves
         if not joins_late:
             await self._listen(address)
         lock = None

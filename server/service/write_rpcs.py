@@ -18,6 +18,7 @@ from server.errors import WritesDisabled
 from server.release_guard import ReleaseDirectory
 from server.live.records import ItemWrite, event_with_defaults
 from server.live.writer import WriteResult
+from server.workers.supervisor import announce_reload
 
 if TYPE_CHECKING:
     from server.live.service import LiveWrites
@@ -70,6 +71,7 @@ async def reload(server: "RecserveServer", request: pb.ReloadRequest) -> pb.Relo
     except BundleError as exc:  # the reloader's one error type; no server paths to callers
         raise BundleError(releases.scrub(str(exc), release)) from None
     server.bundle_path = os.path.join(releases.root, release.name)  # SIGHUP reloads the same name
+    announce_reload(server.bundle_path)  # with --workers: the other workers load it too
     return pb.ReloadResponse(previous_version=outcome.previous_version,
                              bundle_version=outcome.bundle_version,
                              replayed_writes=outcome.replayed_writes)

@@ -17,3 +17,14 @@ def worker_prefix() -> str:
     `recserve worker <i>` under a supervisor (whose own line is the one that means ready)."""
     sharing = LogSharing.from_env()
     return f"recserve worker {sharing.index}" if sharing.shared else "recserve"
+
+
+ENV_JOIN_LATE = "RECSERVE_WORKER_JOIN_LATE"
+
+
+def joins_port_late() -> bool:
+    """A replacement worker (the others serve already) binds the shared port only once it
+    serves: bound while loading, it would take connections from the serving workers and
+    answer them UNAVAILABLE. At the server's start every worker binds at once and answers
+    NOT_SERVING until it is ready, like a single process."""
+    return os.environ.get(ENV_JOIN_LATE) == "1"

@@ -12,7 +12,9 @@ The supervisor:
 - waits until every worker says it serves, then prints the ready line;
 - restarts a worker that dies, with exponential backoff; more than `max_restarts` deaths
   within `restart_window_s` is a crash loop: it says so in one log line and stops the server;
-- forwards SIGTERM/SIGINT (every worker drains and exits 0) and SIGHUP (every worker reloads);
+- forwards SIGTERM/SIGINT (every worker drains and exits 0) and SIGHUP (every worker reloads
+  its bundle path); a Reload RPC served by one worker is passed on the same way, with the
+  bundle that worker loaded written to a file the others read on that SIGHUP;
 - serves one Prometheus scrape for all workers (prometheus_client multiprocess mode).
 """
 
@@ -32,10 +34,12 @@ from pathlib import Path
 
 from export.cpus import usable_cpus
 from server.live.log_sharing import ENV_COUNT, ENV_INDEX
+from server.workers.identity import ENV_JOIN_LATE
 
 log = logging.getLogger(__name__)
 
 ENV_READY_FD = "RECSERVE_WORKER_READY_FD"
+ENV_RELOAD_FILE = "RECSERVE_WORKER_RELOAD_FILE"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -111,6 +115,7 @@ class WorkerSupervisor:
         lock = self._lock_live_directory()
         metrics_dir = tempfile.mkdtemp(prefix="recserve-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir  # before any worker starts
+        self._reload_file = Path(tempfile.mkdtemp(prefix="recserve-reload-")) / "bundle_path"
         metrics_http = self._start_metrics(metrics_dir)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop)
@@ -124,6 +129,7 @@ class WorkerSupervisor:
             if metrics_http is not None:
                 metrics_http.shutdown()
             shutil.rmtree(metrics_dir, ignore_errors=True)
+            shutil.rmtree(self._reload_file.parent, ignore_errors=True)
             reserved.close()
             if lock is not None:
                 lock.close()
@@ -142,8 +148,9 @@ class WorkerSupervisor:
             if not announced and time.monotonic() - started > self.config.start_timeout_s:
                 log.error("workers did not all serve within %.0fs: stopping", self.config.start_timeout_s)
                 return 1
-            if self._hangup:
+            if self._hangup:  # the operator's SIGHUP: every worker reloads its own path
                 self._hangup = False
+                self._reload_file.unlink(missing_ok=True)
                 self._signal_all(signal.SIGHUP)
             if not self._reap_and_restart():
                 return 1
@@ -156,17 +163,21 @@ class WorkerSupervisor:
     def _spawn(self, worker: _Worker) -> None:
         threads = self.config.threads_per_worker or max(1, usable_cpus() // len(self.workers))
         env = {**os.environ, ENV_INDEX: str(worker.index), ENV_COUNT: str(len(self.workers)),
-               ENV_READY_FD: str(self._ready_w)}
+               ENV_READY_FD: str(self._ready_w), ENV_RELOAD_FILE: str(self._reload_file)}
         env.setdefault("RECSERVE_RUNTIME_INTRA_OP_THREADS", str(threads))
+        if worker.process is not None:  # a replacement: the others serve, join the port when ready
+            env[ENV_JOIN_LATE] = "1"
         argv = [sys.executable, "-m", "clients.cli", "serve", *self.worker_argv,
                 "--workers", "1", "--host", self.config.host, "--port", str(self.port),
                 "--metrics-port", "-1"]
-        worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._ready_w,))
+        worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._ready_w,),
+                                          preexec_fn=_die_with_parent)
         worker.ready, worker.restart_at = False, None
         log.info("worker %d started (pid %d, %d ORT threads)", worker.index, worker.process.pid, threads)
 
     def _read_ready(self) -> None:
-        """Workers write `ready <index> <pid> <version>` lines once they serve."""
+        """Workers write `ready <index> <pid> <version>` once they serve, and
+        `reload <index> <pid> <bundle path>` after a Reload RPC."""
         try:
             self._ready_buffer += os.read(self._ready_r, 4096)
         except BlockingIOError:
@@ -179,6 +190,18 @@ class WorkerSupervisor:
                 if worker.process is not None and worker.process.pid == int(parts[2]):
                     worker.ready = True
                     self._version = parts[3]
+            elif len(parts) == 4 and parts[0] == "reload":
+                self._pass_reload_on(int(parts[1]), parts[3])
+
+    def _pass_reload_on(self, origin: int, bundle_path: str) -> None:
+        """A worker served a Reload RPC: the others load the same bundle."""
+        draft = self._reload_file.with_suffix(".tmp")
+        draft.write_text(bundle_path)
+        os.replace(draft, self._reload_file)  # whole or not at all
+        log.info("worker %d reloaded over the API: the other workers follow", origin)
+        for worker in self.workers:
+            if worker.index != origin and worker.process is not None and worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGHUP)
 
     _version = "?"
 
@@ -273,8 +296,36 @@ class WorkerSupervisor:
             multiprocess.mark_process_dead(pid)
 
 
+def _die_with_parent() -> None:
+    """In the forked child before exec: SIGTERM it when the supervisor dies (even by SIGKILL),
+    so no orphaned worker keeps the port and the live log."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _tell_supervisor(kind: str, value: str) -> None:
+    fd = os.environ.get(ENV_READY_FD)
+    if fd:  # one short write to a pipe: atomic, never interleaved with another worker's
+        os.write(int(fd), f"{kind} {os.environ.get(ENV_INDEX, '0')} {os.getpid()} {value}\n".encode())
+
+
 def announce_ready(version: str) -> None:
     """In a worker: tell the supervisor this process serves (no-op outside a supervisor)."""
-    fd = os.environ.get(ENV_READY_FD)
-    if fd:
-        os.write(int(fd), f"ready {os.environ.get(ENV_INDEX, '0')} {os.getpid()} {version}\n".encode())
+    _tell_supervisor("ready", version)
+
+
+def announce_reload(bundle_path: str) -> None:
+    """In a worker, after a Reload RPC: the other workers load the same bundle (no-op alone)."""
+    _tell_supervisor("reload", str(bundle_path))
+
+
+def reload_target() -> str | None:
+    """In a worker, on SIGHUP: the bundle another worker reloaded to over the API, if that is
+    why the supervisor sent it (None: reload the configured path)."""
+    path = os.environ.get(ENV_RELOAD_FILE)
+    try:
+        return Path(path).read_text() if path else None
+    except FileNotFoundError:
+        return None

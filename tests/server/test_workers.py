@@ -25,13 +25,24 @@ from protos import recommender_pb2_grpc as pb_grpc
 from server.workers.process import ServerProcess
 
 
+def _release(small_bundle, releases, name: str) -> str:
+    """A copy of the small bundle as release `name` (its own version string)."""
+    shutil.copytree(small_bundle, releases / name)
+    manifest = json.loads((releases / name / "manifest.json").read_text())
+    manifest["version"] = f"{manifest['version']}-{name}"
+    (releases / name / "manifest.json").write_text(json.dumps(manifest))
+    return manifest["version"]
+
+
 @pytest.fixture(scope="module")
 def two_workers(small_bundle, tmp_path_factory):
     work = tmp_path_factory.mktemp("workers")
-    current = work / "current"
-    current.symlink_to(small_bundle, target_is_directory=True)  # re-pointed by the reload test
-    server = ServerProcess(current, work / "live", work / "server.log",
-                           extra_args=("--workers", "2", "--metrics-port", "0"))
+    releases = work / "releases"
+    releases.mkdir()
+    _release(small_bundle, releases, "v1")
+    (releases / "current").symlink_to("v1", target_is_directory=True)  # re-pointed by a reload test
+    server = ServerProcess(releases / "current", work / "live", work / "server.log",
+                           extra_args=("--workers", "2", "--metrics-port", "0", "--release-dir", str(releases)))
     server.start()
     yield server, work
     server.kill()
@@ -97,24 +108,33 @@ def test_a_killed_worker_is_replaced_while_calls_keep_succeeding(two_workers):
     assert "restarting in" in server.log_text()
 
 
-def test_a_reload_is_seen_by_every_worker(two_workers, small_bundle):
-    server, work = two_workers
-    v2 = work / "bundle-v2"
-    shutil.copytree(small_bundle, v2)
-    manifest = json.loads((v2 / "manifest.json").read_text())
-    manifest["version"] = manifest["version"] + "-v2"
-    (v2 / "manifest.json").write_text(json.dumps(manifest))
-    (work / "current").unlink()
-    (work / "current").symlink_to(v2, target_is_directory=True)
-    server.process.send_signal(signal.SIGHUP)  # the supervisor forwards it to every worker
+def _every_worker_serves(port: int, version: str, timeout_s: float = 60.0) -> set[str]:
     request = pb.RecommendRequest(query="christmas lantern", k=3)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        seen = _workers_seen(server.port, request, calls=12)
-        if len(seen) == 2 and all(r.bundle_version == manifest["version"] for r in seen.values()):
+        seen = _workers_seen(port, request, calls=12)
+        if len(seen) == 2 and all(r.bundle_version == version for r in seen.values()):
             break
         time.sleep(0.2)
-    assert {r.bundle_version for r in seen.values()} == {manifest["version"]} and len(seen) == 2
+    return {r.bundle_version for r in seen.values()} if len(seen) == 2 else set()
+
+
+def test_sighup_reloads_every_worker(two_workers, small_bundle):
+    server, work = two_workers
+    releases = work / "releases"
+    version = _release(small_bundle, releases, "v2")
+    (releases / "current").unlink()
+    (releases / "current").symlink_to("v2", target_is_directory=True)
+    server.process.send_signal(signal.SIGHUP)  # the supervisor forwards it to every worker
+    assert _every_worker_serves(server.port, version) == {version}
+
+
+def test_a_reload_rpc_on_one_worker_reloads_every_worker(two_workers, small_bundle):
+    server, work = two_workers
+    version = _release(small_bundle, work / "releases", "v3")
+    with RecommenderClient(f"127.0.0.1:{server.port}") as client:
+        assert client.reload("v3", deadline_s=60).bundle_version == version  # one worker answers
+    assert _every_worker_serves(server.port, version) == {version}  # the other followed
 
 
 def test_sigterm_drains_every_worker_and_exits_0(two_workers):
