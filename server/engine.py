@@ -31,7 +31,7 @@ from server.requests import RecommendQuery, RecommendResult, ScoredResult, Stage
 from server.retrieval.filters import ItemFilter
 from server.retrieval.interests import Interest, history_interests, recency_weights
 from server.retrieval.merge import MergedCandidates, merge, quotas
-from server.retrieval.retriever import RetrievalConfig, Retriever
+from server.retrieval.retriever import RetrievalConfig, Retriever, interest_scores
 from server.retrieval.sources.base import ItemGate, SourceContext
 from server.retrieval.sources.content import ContentSource
 from server.retrieval.sources.item_knn import ItemKnnSource
@@ -64,6 +64,7 @@ class CandidateSet:
     ranking: RankingContext
     merged: MergedCandidates  # labels + provenance (rank and score in each source)
     retrieval: np.ndarray  # float32 [C] content similarity of every candidate
+    vectors: np.ndarray  # float32 [C, dim] the candidates' item vectors (gathered once)
 
     @property
     def labels(self) -> np.ndarray:
@@ -218,15 +219,16 @@ class RecommendationEngine:
                                  history_weights=weights, disliked_labels=disliked,
                                  now=time.time(), recent_weights=recent,
                                  neighbour_scores=context.neighbour_scores)
-        retrieval = self.retriever.similarity(merged.labels, interests)
-        return CandidateSet(request, context, ranking, merged, retrieval)
+        candidate_vectors = vectors[merged.labels]
+        retrieval = interest_scores(candidate_vectors, interests)
+        return CandidateSet(request, context, ranking, merged, retrieval, candidate_vectors)
 
     def score(self, candidates: CandidateSet, deadline: float | None = None) -> ScoredCandidates:
         """Feature rows and ranker scores of every candidate."""
         _check(deadline, "ranking")
         features, history_sims = compute_features(
             candidates.labels, candidates.retrieval, candidates.ranking, self.bundle.tables,
-            self.bundle.index.vectors, candidates.merged.ranks)
+            self.bundle.index.vectors, candidates.merged.ranks, candidates.vectors)
         scores = np.asarray(self.ranker.score(features), dtype=np.float32)
         return ScoredCandidates(candidates, features, scores, history_sims)
 
@@ -239,8 +241,7 @@ class RecommendationEngine:
         found = self.candidates(request, query_vector, deadline, history)
         t1 = time.perf_counter()
         scored = self.score(found, deadline)
-        chosen = select(scored.scores, self.bundle.index.vectors[found.labels], request.k,
-                        request.diversity)
+        chosen = select(scored.scores, found.vectors, request.k, request.diversity)
         items = []
         for position in chosen:
             if request.explain:

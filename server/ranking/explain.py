@@ -19,15 +19,20 @@ def _strongest_row(table: NeighbourTable, rows: np.ndarray, weights: np.ndarray,
 
 
 def _strongest_cooccurring(matrix: sp.csr_matrix, history: np.ndarray, label: int) -> int | None:
-    best, best_value = None, 0.0
-    for position, row in enumerate(history.tolist()):
-        if row >= matrix.shape[0]:
-            continue
-        lo, hi = matrix.indptr[row], matrix.indptr[row + 1]
-        hit = np.flatnonzero(matrix.indices[lo:hi] == label)
-        if len(hit) and matrix.data[lo + hit[0]] > best_value:
-            best, best_value = position, float(matrix.data[lo + hit[0]])
-    return best
+    """Position in `history` whose co-occurrence row holds `label` most strongly (CSR arrays
+    read directly: one vectorised pass over the history's rows)."""
+    rows = history[history < matrix.shape[0]]
+    positions = np.flatnonzero(history < matrix.shape[0])
+    starts, lengths = matrix.indptr[rows], np.diff(matrix.indptr)[rows]
+    total = int(lengths.sum())
+    if total == 0:
+        return None
+    offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(total)
+    hit = np.flatnonzero(matrix.indices[offsets] == label)
+    if len(hit) == 0:
+        return None
+    best = hit[np.argmax(matrix.data[offsets[hit]])]
+    return int(positions[np.searchsorted(np.cumsum(lengths), best, side="right")])
 
 
 def evidence_for(label: int, *, history: np.ndarray, history_weights: np.ndarray,

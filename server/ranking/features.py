@@ -160,16 +160,18 @@ def compute_features(
     tables: FeatureTables,
     vectors: np.ndarray,
     source_ranks: np.ndarray | None = None,
+    candidate_vectors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """[C, len(FEATURES)] float32, and the [C, H] history similarity matrix (or None).
 
     source_ranks: [C, len(SOURCE_NAMES)] int32 rank of each candidate in each source's list
     (0 = best, -1 = not found); None = no provenance (all rank features 0).
+    candidate_vectors: vectors[candidates] when the caller has them already.
     """
     n = len(candidates)
     out = np.zeros((n, len(FEATURES)), dtype=np.float32)
     out[:, COLUMN["retrieval"]] = retrieval
-    cand_vectors = vectors[candidates]
+    cand_vectors = vectors[candidates] if candidate_vectors is None else candidate_vectors
     if ctx.query_vector is not None:
         out[:, COLUMN["query_similarity"]] = cand_vectors @ ctx.query_vector
     history_sims = None

@@ -39,7 +39,10 @@ def merge(lists: dict[str, SourceList]) -> MergedCandidates:
     if not present:
         empty = np.empty((0, len(SOURCE_NAMES)))
         return MergedCandidates(np.empty(0, np.int64), empty.astype(np.int32), empty.astype(np.float32))
-    labels, inverse = np.unique(np.concatenate([f.labels for _, f in present]), return_inverse=True)
+    if len(present) == 1:  # one source: its labels are unique already
+        labels, inverse = present[0][1].labels, np.arange(len(present[0][1]))
+    else:
+        labels, inverse = np.unique(np.concatenate([f.labels for _, f in present]), return_inverse=True)
     ranks = np.full((len(labels), len(SOURCE_NAMES)), -1, np.int32)
     scores = np.zeros((len(labels), len(SOURCE_NAMES)), np.float32)
     start = 0
@@ -53,12 +56,11 @@ def merge(lists: dict[str, SourceList]) -> MergedCandidates:
 
 
 def quotas(total: int, shares: dict[str, float], active: list[str], k: int) -> dict[str, int]:
-    """Per active source, its share of `total` (inactive sources' shares go to the others);
-    the content source, when active, gets at least k (it can always fill a filtered request)."""
-    weight = sum(shares[name] for name in active)
-    if weight <= 0:
-        return {}
-    out = {name: int(np.ceil(total * shares[name] / weight)) for name in active}
+    """Per active source, its share of `total`; the content source, when active, gets at
+    least k (it can always fill a filtered request). A source with nothing to say for the
+    request (no history: no item-kNN) leaves its share unused, so query-only and new-user
+    requests rank fewer candidates and cost less."""
+    out = {name: int(np.ceil(total * shares[name])) for name in active if shares[name] > 0}
     if "content" in out:
         out["content"] = max(out["content"], k)
     return out

@@ -27,7 +27,8 @@ class ItemGate:
         self.filter = item_filter
         self._postings = postings
         self._present = present
-        self._excluded = np.unique(np.asarray(item_filter.exclude_labels, dtype=np.int64))
+        excluded = item_filter.exclude_labels
+        self._excluded = np.unique(np.asarray(excluded, dtype=np.int64)) if excluded else None
         self._mask: np.ndarray | None = None
 
     def mask(self) -> np.ndarray:
@@ -44,7 +45,7 @@ class ItemGate:
             mask = self._present
         ok = labels < len(mask)
         ok[ok] = mask[labels[ok]]
-        if len(self._excluded):
+        if self._excluded is not None:
             ok &= ~np.isin(labels, self._excluded)
         return ok
 
@@ -62,6 +63,10 @@ class SourceContext:
     # source name -> (sorted labels, summed scores) a collaborative source aggregated, kept
     # so the ranking features read them instead of aggregating the same rows again
     neighbour_scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def has_query(self) -> bool:
+        return any(interest.source == "query" for interest in self.interests)
 
 
 @dataclass

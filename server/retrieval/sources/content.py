@@ -19,6 +19,6 @@ class ContentSource:
 
     def find(self, context: SourceContext, quota: int) -> SourceList:
         found = self.retriever.retrieve(context.interests, min(context.k, quota), context.gate.filter,
-                                        total=quota)
+                                        total=quota, exact_scores=False)
         order = np.lexsort((found.labels, -found.scores))
         return SourceList(found.labels[order], found.scores[order])

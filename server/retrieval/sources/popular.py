@@ -5,7 +5,8 @@ The order is sorted once and re-sorted at most every `refresh_s` (live events ch
 scores in place), so a request walks a prefix of it instead of sorting the catalog; an
 attribute filter (its mask is computed anyway) picks the top of the allowed items directly.
 A bundle without interactions (all scores 0) still answers, in catalog order: a new user
-with no query and no history gets items rather than nothing.
+with no query and no history gets items rather than nothing. Requests with a text query
+do not use these sources (see `active`).
 """
 
 from __future__ import annotations
@@ -24,37 +25,40 @@ class RankedItemsSource:
         self._scores = scores  # the table may be replaced (grown) by live writes: read it late
         self.refresh_s = refresh_s
         self._order = np.empty(0, np.int64)
+        self._sorted_scores = np.empty(0, np.float32)
         self._sorted_at = -np.inf
 
     def active(self, context: SourceContext) -> bool:
-        return len(self._scores()) > 0
+        # A text query says what is wanted: popularity then ranks the matches (a feature),
+        # it does not add unrelated best-sellers to them.
+        return not context.has_query and len(self._scores()) > 0
 
-    def order(self) -> np.ndarray:
+    def order(self) -> tuple[np.ndarray, np.ndarray]:
+        """(labels best first, their scores when sorted), re-sorted every refresh_s."""
         now = time.monotonic()
         if now - self._sorted_at > self.refresh_s:
             scores = self._scores()
             order = np.argsort(-scores, kind="stable")
             positive = order[scores[order] > 0]
-            self._order = positive if len(positive) else order
+            order = positive if len(positive) else order
+            self._order, self._sorted_scores = order, scores[order].astype(np.float32)
             self._sorted_at = now
-        return self._order
+        return self._order, self._sorted_scores
 
     def find(self, context: SourceContext, quota: int) -> SourceList:
         if context.gate.filter.restricts_attributes:
             return self._top_of_allowed(context, quota)
-        order, scores = self.order(), self._scores()
-        kept, start, step = [], 0, max(4 * quota, 64)
-        found = 0
+        order, sorted_scores = self.order()
+        kept, start, step, found = [], 0, max(2 * quota, 64), 0
         while start < len(order) and found < quota:
-            chunk = order[start:start + step]
-            chunk = chunk[context.gate.keep(chunk)]
+            chunk = np.arange(start, min(start + step, len(order)))
+            chunk = chunk[context.gate.keep(order[chunk])]
             kept.append(chunk)
             found += len(chunk)
             start, step = start + step, step * 4
-        labels = np.concatenate(kept)[:quota] if kept else np.empty(0, np.int64)
-        values = scores[labels].astype(np.float32)
-        order = np.lexsort((labels, -values))  # live changes since the last sort
-        return SourceList(labels[order], values[order])
+        positions = np.concatenate(kept)[:quota] if kept else np.empty(0, np.int64)
+        # the sorted order's scores: live events move an item at the next re-sort
+        return SourceList(order[positions], sorted_scores[positions])
 
     def _top_of_allowed(self, context: SourceContext, quota: int) -> SourceList:
         scores = self._scores()
