@@ -23,6 +23,7 @@ from export.tokenization import TextTokenizer
 from server.batching.backend import EncoderBackend
 from server.ranking.features import FEATURES, FeatureTables
 from server.ranking.scorer import Ranker
+from server.retrieval.backend import BackendConfig, RetrievalBackend, open_backend
 from server.retrieval.filters import AttributePostings
 from server.retrieval.vector_index import VectorIndex
 from server.users import UserHistories
@@ -82,7 +83,7 @@ class ServedBundle:
     manifest: Manifest
     backend: EncoderBackend
     catalog: Catalog
-    index: VectorIndex
+    index: RetrievalBackend  # the bundle's VectorIndex (hnsw) or a MilvusIndex
     postings: AttributePostings  # live upserts add and replace attributes
     tables: FeatureTables
     users: UserHistories
@@ -98,7 +99,8 @@ class ServedBundle:
         return self.manifest.ranker.weights if self.manifest.ranker else None
 
     @classmethod
-    def load(cls, path: str | Path, runtime_config: RuntimeConfig | None = None) -> "ServedBundle":
+    def load(cls, path: str | Path, runtime_config: RuntimeConfig | None = None,
+             backend_config: BackendConfig | None = None) -> "ServedBundle":
         path = Path(path)
         manifest = load_manifest(path, verify=True)
         for required in (MODEL_FILE, ITEMS_DB, INDEX_FILE):
@@ -115,7 +117,8 @@ class ServedBundle:
         ef = manifest.index.ef
         hnsw = load_index(path / INDEX_FILE, dim=runtime.dim, ef=ef,
                           max_elements=int(len(catalog) * INDEX_HEADROOM) + 16)
-        index = VectorIndex(hnsw, default_ef=ef)
+        index = open_backend(VectorIndex(hnsw, default_ef=ef),
+                             manifest, catalog.attributes, backend_config)
         features = InteractionFeatures.load(path / FEATURES_DIR)
         tables = feature_tables(features, catalog)
         users = UserHistories(features.user_history, features.user_history_ts,

@@ -63,6 +63,11 @@ class MilvusIndex:
     def size(self) -> int:
         return self.live_count
 
+    @property
+    def stored_count(self) -> int:
+        """Milvus removes deleted rows itself: what it stores is what is live."""
+        return self.live_count
+
     def _search(self, queries: np.ndarray, k: int, expression: str, ef: int | None) -> tuple[np.ndarray, np.ndarray]:
         ef = max(ef or self.default_ef, k)
         hits = self.client.search(

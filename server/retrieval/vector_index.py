@@ -56,6 +56,11 @@ class VectorIndex:
         return max(0, self.index.get_current_count() - self.live_count)
 
     @property
+    def stored_count(self) -> int:
+        """Items the index stores, deleted ones included (what its memory holds)."""
+        return self.index.get_current_count()
+
+    @property
     def size(self) -> int:
         """Items that can be returned (added and not deleted)."""
         return self.live_count

@@ -31,6 +31,7 @@ from server.live.service import LiveWrites, live_directory, lock_live_directory
 from server.metrics import ServerMetrics
 from server.reload import BundleReloader, ReloadOutcome
 from server.requests import LimitsConfig
+from server.retrieval.backend import require_live_capable
 from server.retrieval.retriever import RetrievalConfig
 from server.errors import BindFailed
 from server.service.door import CallDoor
@@ -163,6 +164,7 @@ class RecserveServer:
                 bundle_path, self.configs.serving(), self.metrics, self._on_backend_health)
             if lock is not None:  # recover live writes before the first call sees the state
                 try:
+                    require_live_capable(state.bundle.index)
                     self.live = await LiveWrites.open(live_directory(bundle_path, self.configs.live),
                                                       self.configs.live, state, self._serve_state, lock)
                 except BaseException:
@@ -227,7 +229,7 @@ class RecserveServer:
         if self.state is not None:
             index = self.state.bundle.index
             self.metrics.index_size.labels("live").set(index.size)
-            self.metrics.index_size.labels("stored").set(index.index.get_current_count())
+            self.metrics.index_size.labels("stored").set(index.stored_count)
 
     def _on_backend_health(self, healthy: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._publish_health())

@@ -126,7 +126,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             precision=str(encoder.get("precision", "")),
             dim=int(bundle.backend.dim),
             max_length=int(bundle.backend.tokenizer.max_length),
-            index_size=int(bundle.index.index.get_current_count()),
+            index_size=int(bundle.index.stored_count),
             live_items=int(bundle.index.size),
             execution_provider=bundle.backend.runtime.provider,
             manifest_json=json.dumps(public_manifest({k: v for k, v in manifest.items() if k != "files"})),

@@ -213,3 +213,54 @@ def test_milvus_returns_the_same_top10_as_hnsw_on_the_demo_catalog(demo_milvus_b
     agree = np.mean([same(a, b, q) for a, b, q in zip(from_milvus.tolist(), from_hnsw.tolist(), queries)])
     print(f"same top-10 for {agree:.1%} of 300 demo-catalog queries")
     assert agree >= 0.95
+
+
+async def _recommendations(bundle, requests) -> list[list[str]]:
+    import grpc as grpc_
+
+    from protos import recommender_pb2 as pb
+    from protos import recommender_pb2_grpc
+    from server.live.config import LiveConfig
+    from server.service.app import AllConfigs, ServerConfig, create_server
+
+    server, port = await create_server(bundle, "127.0.0.1:0", AllConfigs(
+        server=ServerConfig(metrics_port=-1), live=LiveConfig(enabled=False)))
+    try:
+        async with grpc_.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = recommender_pb2_grpc.RecommenderStub(channel)
+            answers = [await stub.Recommend(r, timeout=30) for r in requests]
+            info = await stub.GetInfo(pb.GetInfoRequest())
+    finally:
+        await server.stop()
+    assert info.live_items == info.index_size > 0
+    return [[item.item_id for item in answer.items] for answer in answers]
+
+
+async def test_a_server_on_the_milvus_backend_recommends_like_hnsw(demo_milvus_bundle, monkeypatch):
+    from protos import recommender_pb2 as pb
+    from server.served_bundle import ServedBundle
+
+    catalog = ServedBundle.load(demo_milvus_bundle).catalog
+    colour = next(a for a in catalog.attributes if a)  # some attribute of the demo catalog
+    name, value = next(iter(colour.items()))
+    requests = [pb.RecommendRequest(query="red heart decoration", k=10),
+                pb.RecommendRequest(history=catalog.item_ids[10:14], k=10),
+                pb.RecommendRequest(query="candle", k=5, filter=pb.Filter(attribute_equals={name: value})),
+                pb.RecommendRequest(query="bag", k=5, filter=pb.Filter(exclude_item_ids=catalog.item_ids[:50]))]
+    from_milvus = await _recommendations(demo_milvus_bundle, requests)
+    monkeypatch.setenv("RECSERVE_BACKEND_KIND", "hnsw")
+    from_hnsw = await _recommendations(demo_milvus_bundle, requests)
+    assert from_milvus == from_hnsw
+    labels = [catalog.label_of[i] for i in from_milvus[2]]
+    assert len(labels) == 5 and all(catalog.attributes[label].get(name) == value for label in labels)
+    assert not set(from_milvus[3]) & set(catalog.item_ids[:50])
+
+
+async def test_live_writes_on_the_milvus_backend_are_refused_at_start(demo_milvus_bundle, tmp_path):
+    from export.errors import BundleError
+    from server.live.config import LiveConfig
+    from server.service.app import AllConfigs, ServerConfig, create_server
+
+    with pytest.raises(BundleError, match="--read-only"):
+        await create_server(demo_milvus_bundle, "127.0.0.1:0", AllConfigs(
+            server=ServerConfig(metrics_port=-1), live=LiveConfig(directory=str(tmp_path / "live"))))
