@@ -120,9 +120,9 @@ def fit_bundle_ranker(bundle_dir: str | Path, interactions: str | Path, columns,
 
     model = RankerSection(RANKER_FILE, hashlib.sha256(trees.onnx).hexdigest(),
                           trees.features).as_manifest()
-    model.update(objective="lambdarank", library=f"lightgbm {lightgbm.__version__}",
+    model.update(objective="binary (served: raw log-odds)", library=f"lightgbm {lightgbm.__version__}",
                  rounds=trees.best_round, params=trees.params,
                  onnx_max_abs_diff=trees.onnx_max_abs_diff, **trees.info)
     section["model"] = model
-    section["method"] += "; LightGBM LambdaRank trees exported to ONNX (served)"
+    section["method"] += "; LightGBM binary trees exported to ONNX (served)"
     return FittedBundleRanker(section, trees.onnx)
