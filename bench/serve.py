@@ -95,10 +95,10 @@ def start_server(bundle: Path, port: int, pinned: bool, workers: int = 1) -> sub
 
 
 def loadtest(target: str, out: Path, pinned: bool, duration: float, *, concurrency: int | None = None,
-             rate: float | None = None) -> dict:
+             rate: float | None = None, load_workers: int = 1) -> dict:
     mode = ["--concurrency", str(concurrency)] if concurrency else ["--rate", f"{rate:.1f}"]
     cmd = [sys.executable, "-m", "clients.cli", "loadtest", "--target", target, *mode,
-           "--duration", str(duration), "--warmup", "2", "--mix", "text=1", "--workers", "1",
+           "--duration", str(duration), "--warmup", "2", "--mix", "text=1", "--workers", str(load_workers),
            "--no-progress", "--out", str(out), "--deadline-ms", "5000"]
     if pinned:
         cmd = ["taskset", "-c", "1", *cmd]
@@ -112,6 +112,16 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def serving_pids(process: subprocess.Popen) -> list[int]:
@@ -144,19 +154,29 @@ def measure_rss(bundle: Path, port: int, workers: int) -> dict:
 
 
 def measure_server(bundle: Path, out: Path, pinned: bool, duration: float, port: int, workers: int = 1,
-                   concurrencies=(16, 32, 64, 128)) -> dict:
+                   concurrencies=(16, 32, 64, 128), load_workers: int = 1) -> dict:
+    """load_workers: generator processes = connections. SO_REUSEPORT spreads connections, not
+    calls, over server workers: one connection would load one worker only."""
     label = "pinned" if pinned else f"unpinned-w{workers}"
     server = start_server(bundle, port, pinned, workers)
     target = f"127.0.0.1:{port}"
     try:
         closed = {}
+        pids = serving_pids(server)
         for concurrency in concurrencies:
-            phase = loadtest(target, out / f"{label}-c{concurrency}", pinned, duration, concurrency=concurrency)
+            cpu_before = cpu_seconds(pids)
+            phase = loadtest(target, out / f"{label}-c{concurrency}", pinned, duration, concurrency=concurrency,
+                             load_workers=load_workers)
+            # server CPU per answered call (the 2 s warm-up counted pro rata): the cost model
+            served = phase["ok"] * (duration + 2.0) / duration
+            cpu_ms = 1000 * (cpu_seconds(pids) - cpu_before) / max(served, 1)
             closed[concurrency] = {"throughput": phase["throughput_ok"], "p50_ms": phase["latency_ms"]["p50"],
-                                   "p99_ms": phase["latency_ms"]["p99"], "errors": phase["errors"]}
+                                   "p99_ms": phase["latency_ms"]["p99"], "errors": phase["errors"],
+                                   "server_cpu_ms_per_call": round(cpu_ms, 3)}
         best = max(closed, key=lambda c: closed[c]["throughput"])
         max_rps = closed[best]["throughput"]
-        phase = loadtest(target, out / f"{label}-open70", pinned, duration, rate=0.7 * max_rps)
+        phase = loadtest(target, out / f"{label}-open70", pinned, duration, rate=0.7 * max_rps,
+                         load_workers=load_workers)
         open70 = {"offered": round(0.7 * max_rps, 1), "throughput": phase["throughput_ok"],
                   "p50_ms": phase["latency_ms"]["p50"], "p99_ms": phase["latency_ms"]["p99"],
                   "errors": phase["errors"], "generator_kept_up": phase.get("generator_kept_up"),
@@ -249,6 +269,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=50391)
     parser.add_argument("--skip-unpinned", action="store_true")
     parser.add_argument("--workers", type=int, default=1, help="serving processes of the unpinned run")
+    parser.add_argument("--load-workers", type=int, default=0,
+                        help="generator processes (connections) of the unpinned run (0: 2 x --workers)")
     parser.add_argument("--concurrency", default="16,32,64,128", help="closed-loop concurrencies")
     parser.add_argument("--rss-workers", default="", help="e.g. 1,2,4: RSS per worker, nothing else")
     parser.add_argument("--freshness", type=int, default=0, help="N upserts: ack -> visible on every worker")
@@ -281,7 +303,7 @@ def main() -> int:
     results["pinned"] = measure_server(bundle, out, True, args.duration, args.port, 1, concurrencies)
     if not args.skip_unpinned:
         results["unpinned"] = measure_server(bundle, out, False, args.duration, args.port + 1, args.workers,
-                                             concurrencies)
+                                             concurrencies, args.load_workers or 2 * args.workers)
     pinned = results["pinned"]
     results["ratio_to_limit"] = round(pinned["max_throughput"] / results["limit"]["limit"], 3)
     o = pinned["open_70"]
@@ -295,14 +317,17 @@ def markdown(r: dict) -> str:
     lim = r["limit"]
     lines = ["| batch | raw int8 encoder, 1 thread, core 0 (sentences/s) |", "|---:|---:|"]
     lines += [f"| {b} | {v:.0f} |" for b, v in sorted(lim["sentences_per_s_by_batch"].items())]
-    lines += ["", "| setup | concurrency | Recommend/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|"]
+    lines += ["", "| setup | concurrency | Recommend/s | p50 ms | p99 ms | errors | server CPU ms/call |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for label in ("pinned", "unpinned"):
         if label not in r:
             continue
         for c, v in r[label]["closed_loop"].items():
-            lines.append(f"| {label} (w{r[label].get('workers', 1)}), closed loop | {c} | {v['throughput']:.0f} | {v['p50_ms']} | {v['p99_ms']} | {v['errors']} |")
+            lines.append(f"| {label} (w{r[label].get('workers', 1)}), closed loop | {c} | {v['throughput']:.0f} | "
+                         f"{v['p50_ms']} | {v['p99_ms']} | {v['errors']} | {v.get('server_cpu_ms_per_call', '')} |")
         o = r[label]["open_70"]
-        lines.append(f"| {label}, open loop at 70% ({o['offered']}/s) | - | {o['throughput']:.0f} | {o['p50_ms']} | {o['p99_ms']} | {o['errors']} |")
+        lines.append(f"| {label}, open loop at 70% ({o['offered']}/s) | - | {o['throughput']:.0f} | {o['p50_ms']} | "
+                     f"{o['p99_ms']} | {o['errors']} | |")
     lines += ["", f"limit (best batch {lim['best_batch']}): {lim['limit']:.0f} sentences/s; "
               f"pinned max Recommend/s / limit = {r['ratio_to_limit']}; "
               f"p99/p50 at 70% load = {r['p99_over_p50_at_70pct']}"]
