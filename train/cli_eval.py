@@ -164,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
         if encoder not in encoders_seen:  # same encoder + index: the same content rows
             row("content only (retrieval score)", source_alone_engine(
                 make_engine(bundle, RETRIEVAL_ONLY, with_batcher=text), "content"))
-            if args.per_source:
-                for source in SOURCE_NAMES[1:]:
-                    row(f"{source} alone", source_alone_engine(make_engine(bundle), source))
+        if args.per_source and not encoders_seen:  # collaborative sources: no encoder in them
+            for source in SOURCE_NAMES[1:]:
+                row(f"{source} alone", source_alone_engine(make_engine(bundle), source))
         encoders_seen.add(encoder)
         if args.candidate_recall:
             recall[name] = candidate_recall(make_engine(bundle), cases, chosen, max(ks))
