@@ -67,5 +67,6 @@ def create_collection(client: Any, name: str, vectors: np.ndarray, attributes: l
     labels = np.arange(len(vectors), dtype=np.int64)
     for batch in batches(labels, INSERT_BATCH):
         client.insert(name, item_rows(vectors[batch], batch, attributes))
+    client.flush(name)  # seal the inserted rows so the server indexes them (not a scan)
     client.load_collection(name)
     return len(labels)
