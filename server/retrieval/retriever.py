@@ -92,6 +92,8 @@ class Retriever:
             labels = np.unique(np.concatenate(found))
             return Candidates(labels, self.similarity(labels, interests))
         labels, values = np.concatenate(found), np.concatenate(sims).astype(np.float32)
+        if not len(labels):  # nothing allowed (a filter that matches no item): no first-of-run mask
+            return Candidates(labels.astype(np.int64), values)
         order = np.lexsort((-values, labels))  # per label, its best similarity first
         first = np.r_[True, labels[order][1:] != labels[order][:-1]]
         return Candidates(labels[order][first], values[order][first])
