@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
         bundle = str(default_bundle_path())
     workers = auto_workers() if str(args.workers) == "auto" else int(args.workers)
+    if workers < 1:
+        raise SystemExit("recserve serve: --workers takes a number >= 1 or `auto`")
     if workers > 1:
         return supervise(args, bundle, configs, workers)
     return asyncio.run(serve(bundle, configs))

@@ -149,3 +149,32 @@ def test_sigterm_drains_every_worker_and_exits_0(two_workers):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+class _DeadProcess:
+    """A worker process that has already exited (unit test of the restart policy)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def poll(self) -> int:
+        return 1
+
+
+def test_a_crash_loop_stops_the_supervisor_with_one_log_line(caplog):
+    from server.workers.supervisor import SupervisorConfig, WorkerSupervisor
+
+    config = SupervisorConfig(workers=2, host="127.0.0.1", port=0, max_restarts=3, restart_window_s=60,
+                              backoff_s=(0.0, 0.0))
+    supervisor = WorkerSupervisor(config, [])
+    pids = iter(range(10_000, 10_100))
+    supervisor._spawn = lambda worker: setattr(worker, "process", _DeadProcess(next(pids))) or \
+        setattr(worker, "restart_at", None)
+    for worker in supervisor.workers:
+        supervisor._spawn(worker)
+    rounds = 0
+    while supervisor._reap_and_restart():  # every restarted worker dies again at once
+        rounds += 1
+        assert rounds < 10
+    assert len(supervisor._deaths) == 4  # max_restarts + 1
+    assert [r.message for r in caplog.records if "crash loop" in r.message]
