@@ -6,6 +6,8 @@ with a fake that has the same three members and controls latency and failures.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -37,3 +39,32 @@ class EncoderBackend:
 
     def infer(self, token_ids: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
         return self.runtime.run(pad_batch(token_ids, seq_len, self.tokenizer.pad_id))
+
+
+class FaultInjectingBackend:
+    """Fault injection (BatcherConfig.fault_file): while the file exists inference hangs, or
+    fails at once when the file says `fail`. Lets drills and tests kill the backend for real."""
+
+    def __init__(self, backend: Backend, fault_file: str) -> None:
+        self.backend, self.fault_file, self.dim = backend, fault_file, backend.dim
+
+    def tokenize(self, text: str) -> np.ndarray:
+        return self.backend.tokenize(text)
+
+    def infer(self, token_ids: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
+        while os.path.exists(self.fault_file):
+            try:
+                with open(self.fault_file) as fh:
+                    if fh.read().strip() == "fail":
+                        raise RuntimeError("injected inference failure")
+            except FileNotFoundError:
+                break
+            time.sleep(0.01)
+        return self.backend.infer(token_ids, seq_len)
+
+    def __getattr__(self, name: str):  # runtime, tokenizer, ...: the real backend's
+        return getattr(self.backend, name)
+
+
+def with_faults(backend: Backend, fault_file: str) -> Backend:
+    return FaultInjectingBackend(backend, fault_file) if fault_file else backend

@@ -10,7 +10,9 @@ the GIL), one padded and ready, so new arrivals are tokenized while the model ru
 Failure rules: a request whose deadline passed while queued is dropped before inference; a
 failed batch fails only its own requests and triggers a health probe; a probe failure or an
 inference call that hangs past inference_timeout_s marks the backend dead: health goes
-NOT_SERVING, queued and new requests get Unavailable, never a hang.
+NOT_SERVING, queued and new requests get Unavailable, never a hang. A dead backend is probed
+again with backoff (probe_backoff_s doubling up to probe_backoff_max_s) and is healthy again
+as soon as a probe's real inference succeeds (the Triton/TEI behaviour).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from export.settings import RecserveSettings, settings_config
 from export.tokenization import DEFAULT_BUCKETS, bucket_length
-from server.batching.backend import Backend
+from server.batching.backend import Backend, with_faults
 from server.batching.cache import EmbeddingCache
 from server.errors import DeadlineExceeded, InferenceFailed, Overloaded, Unavailable
 from server.metrics import ServerMetrics
@@ -55,6 +57,13 @@ class BatcherConfig(RecserveSettings):
     """An inference call running longer than this marks the backend dead."""
     buckets: tuple[int, ...] = DEFAULT_BUCKETS
     """Sequence-length buckets texts are padded to."""
+    probe_backoff_s: float = 0.25
+    """First wait before probing a dead backend again; doubles after each failed probe."""
+    probe_backoff_max_s: float = 2.0
+    """Longest wait between two probes of a dead backend."""
+    fault_file: str = ""
+    """Fault injection for drills and tests: while this file exists, inference hangs (or fails
+    at once when the file says `fail`). Empty: off."""
 
 
 @dataclass
@@ -86,8 +95,8 @@ class TokenBudgetBatcher:
         metrics: ServerMetrics | None = None,
         on_health_change: Callable[[bool], None] | None = None,
     ) -> None:
-        self.backend = backend
         self.config = config or BatcherConfig()
+        self.backend = with_faults(backend, self.config.fault_file)
         self.metrics = metrics or ServerMetrics()
         self._on_health_change = on_health_change
         self.cache = EmbeddingCache(self.config.cache_size)
@@ -102,6 +111,7 @@ class TokenBudgetBatcher:
         self._tasks: set[asyncio.Task] = set()
         self.healthy = False
         self.dead_reason: str | None = None
+        self._recovery: asyncio.Task | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -116,6 +126,8 @@ class TokenBudgetBatcher:
         """Stop taking work; fail what is still queued; wait for running batches."""
         if self._loop_task is not None:
             self._loop_task.cancel()
+        if self._recovery is not None:
+            self._recovery.cancel()
         self._fail_queued(Unavailable("server is shutting down"))
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -302,22 +314,44 @@ class TokenBudgetBatcher:
         task.add_done_callback(self._tasks.discard)
 
     async def _probe(self) -> None:
-        loop = asyncio.get_running_loop()
-        ids = self.backend.tokenize("health probe")
-        try:
-            call = loop.run_in_executor(self._executor, self.backend.infer, [ids], bucket_length(len(ids)))
-            await asyncio.wait_for(call, timeout=self.config.inference_timeout_s)
-        except Exception:  # noqa: BLE001 - any failure of the probe means the backend is down
-            self._mark_dead("the inference health probe failed")
-        else:
+        if await self._probe_once():
             if self.dead_reason is None:
                 self._set_health(True)
+        else:
+            self._mark_dead("the inference health probe failed")
+
+    async def _probe_once(self) -> bool:
+        """One real inference on the inference thread (queued behind a hung call, if any)."""
+        loop = asyncio.get_running_loop()
+        try:
+            ids = self.backend.tokenize("health probe")
+            call = loop.run_in_executor(self._executor, self.backend.infer, [ids], bucket_length(len(ids)))
+            await asyncio.wait_for(call, timeout=self.config.inference_timeout_s)
+            return True
+        except Exception:  # noqa: BLE001 - any failure of the probe means the backend is down
+            return False
+
+    async def _recover(self) -> None:
+        """Probe a dead backend with backoff until a probe succeeds; then it serves again."""
+        delay = self.config.probe_backoff_s
+        while self.dead_reason is not None:
+            await asyncio.sleep(delay)
+            if await self._probe_once():
+                log.warning("inference backend recovered (was dead: %s)", self.dead_reason)
+                self.dead_reason = None
+                self._set_health(True)
+                return
+            delay = min(delay * 2, self.config.probe_backoff_max_s)
 
     def _mark_dead(self, reason: str) -> None:
         log.error("inference backend marked dead: %s", reason)
         self.dead_reason = reason
         self._set_health(False)
         self._fail_queued(Unavailable("inference backend is not available"))
+        if reason != "the batch loop crashed" and (self._recovery is None or self._recovery.done()):
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+            self._tasks.add(self._recovery)
+            self._recovery.add_done_callback(self._tasks.discard)
 
     def _on_loop_exit(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None:
