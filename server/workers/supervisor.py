@@ -106,6 +106,7 @@ class WorkerSupervisor:
         self._ready_r, self._ready_w = os.pipe()
         os.set_blocking(self._ready_r, False)
         self._ready_buffer = b""
+        self._reload_file: Path | None = None  # set by run(): where a Reload RPC's bundle path goes
 
     # ---- the lifecycle ---------------------------------------------------------------------
 
@@ -163,13 +164,15 @@ class WorkerSupervisor:
     def _spawn(self, worker: _Worker) -> None:
         threads = self.config.threads_per_worker or max(1, usable_cpus() // len(self.workers))
         env = {**os.environ, ENV_INDEX: str(worker.index), ENV_COUNT: str(len(self.workers)),
-               ENV_READY_FD: str(self._ready_w), ENV_RELOAD_FILE: str(self._reload_file)}
+               ENV_READY_FD: str(self._ready_w), ENV_RELOAD_FILE: str(self._reload_file or "")}
         env.setdefault("RECSERVE_RUNTIME_INTRA_OP_THREADS", str(threads))
         if worker.process is not None:  # a replacement: the others serve, join the port when ready
             env[ENV_JOIN_LATE] = "1"
         argv = [sys.executable, "-m", "clients.cli", "serve", *self.worker_argv,
                 "--workers", "1", "--host", self.config.host, "--port", str(self.port),
                 "--metrics-port", "-1"]
+        if self._reload_file is not None and self._reload_file.exists():  # the others reloaded over the API: a replacement serves that
+            argv += ["--bundle", self._reload_file.read_text()]
         worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._ready_w,),
                                           preexec_fn=_die_with_parent)
         worker.ready, worker.restart_at = False, None
