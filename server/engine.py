@@ -24,7 +24,7 @@ from export.settings import RecserveSettings, settings_config
 from server.batching.batcher import EmbedTiming, TokenBudgetBatcher
 from server.errors import DeadlineExceeded
 from server.metrics import ServerMetrics
-from server.ranking.explain import evidence_for
+from server.ranking.explain import HistoryEvidence
 from server.ranking.features import COLUMN, RankingContext, compute_features, transition_weights
 from server.ranking.scorer import LinearScorer, Ranker, contributions, reason, select
 from server.requests import RecommendQuery, RecommendResult, ScoredResult, StageTimings
@@ -242,11 +242,17 @@ class RecommendationEngine:
         t1 = time.perf_counter()
         scored = self.score(found, deadline)
         chosen = select(scored.scores, found.vectors, request.k, request.diversity)
+        evidence = None
+        if request.explain:
+            ctx = found.ranking
+            evidence = HistoryEvidence(history=ctx.history_labels, history_weights=ctx.history_weights,
+                                       recent_weights=ctx.recent_weights, tables=self.bundle.tables,
+                                       titles=self.bundle.catalog.titles)
         items = []
         for position in chosen:
-            if request.explain:
+            if evidence is not None:
                 _check(deadline, "explanations")
-            items.append(self._item(scored, int(position)))
+            items.append(self._item(scored, int(position), evidence))
         t2 = time.perf_counter()
         self._stage["queue"].observe(timing.queue_s)
         self._stage["retrieve"].observe(t1 - t0)
@@ -268,7 +274,8 @@ class RecommendationEngine:
             excluded.extend(history.tolist())
         return ItemFilter(dict(request.attribute_equals), dict(request.attribute_in), tuple(excluded))
 
-    def _item(self, scored: ScoredCandidates, position: int) -> ScoredResult:
+    def _item(self, scored: ScoredCandidates, position: int,
+              evidence: HistoryEvidence | None) -> ScoredResult:
         found, catalog = scored.candidates, self.bundle.catalog
         label = int(found.labels[position])
         row = scored.features[position]
@@ -277,14 +284,9 @@ class RecommendationEngine:
             score=float(scored.scores[position]), retrieval_score=float(row[COLUMN["retrieval"]]),
             sources=found.merged.sources_of(position),
         )
-        if found.request.explain:
-            ctx = found.ranking
+        if evidence is not None:
             result.contributions = contributions(row, self.linear.weights)
-            evidence = evidence_for(
-                label, history=ctx.history_labels, history_weights=ctx.history_weights,
-                recent_weights=ctx.recent_weights,
-                history_sims=None if scored.history_sims is None else scored.history_sims[position],
-                tables=self.bundle.tables, titles=catalog.titles)
+            sims = None if scored.history_sims is None else scored.history_sims[position]
             result.reason = reason(row, self.linear.weights, query=found.request.query,
-                                   evidence=evidence, sources=result.sources)
+                                   evidence=evidence.for_item(label, sims), sources=result.sources)
         return result

@@ -1,69 +1,66 @@
-"""Which history item stands behind a recommended item, for each kind of evidence."""
+"""Which history item stands behind a recommended item, for each kind of evidence.
+
+`HistoryEvidence` flattens the history's neighbour rows (item-kNN, transitions,
+co-occurrence) once per request; each returned item is then one vectorised lookup.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
-from export.neighbours import NeighbourTable
 from server.ranking.scorer import Evidence
 
 
-def _strongest_row(table: NeighbourTable, rows: np.ndarray, weights: np.ndarray, label: int) -> int | None:
-    """Position in `rows` whose (weighted) neighbour entry for `label` is largest."""
-    labels, scores, owner = table.entries(rows, weights)
-    hit = labels == label
-    if not hit.any():
-        return None
-    return int(owner[hit][np.argmax(scores[hit])])
-
-
-def _strongest_cooccurring(matrix: sp.csr_matrix, history: np.ndarray, label: int) -> int | None:
-    """Position in `history` whose co-occurrence row holds `label` most strongly (CSR arrays
-    read directly: one vectorised pass over the history's rows)."""
-    rows = history[history < matrix.shape[0]]
-    positions = np.flatnonzero(history < matrix.shape[0])
-    starts, lengths = matrix.indptr[rows], np.diff(matrix.indptr)[rows]
+def _csr_entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(column labels, values, position in `rows`) of the given rows' entries."""
+    inside = np.flatnonzero(rows < matrix.shape[0])
+    starts, lengths = matrix.indptr[rows[inside]], np.diff(matrix.indptr)[rows[inside]]
     total = int(lengths.sum())
     if total == 0:
-        return None
+        return np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
     offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(total)
-    hit = np.flatnonzero(matrix.indices[offsets] == label)
-    if len(hit) == 0:
-        return None
-    best = hit[np.argmax(matrix.data[offsets[hit]])]
-    return int(positions[np.searchsorted(np.cumsum(lengths), best, side="right")])
+    return (matrix.indices[offsets].astype(np.int64), matrix.data[offsets],
+            np.repeat(inside, lengths))
 
 
-def evidence_for(label: int, *, history: np.ndarray, history_weights: np.ndarray,
-                 recent_weights: np.ndarray, history_sims: np.ndarray | None,
-                 tables, titles: list[str]) -> Evidence:
-    """Evidence naming history items by title; an item is never explained by itself."""
-    others = history != label
-    if not others.any():
-        return Evidence()
-    weights = np.where(others, history_weights, 0.0).astype(np.float32)
-    recent = history[-len(recent_weights):] if len(recent_weights) else history[:0]
-    recent_w = np.where(recent != label, recent_weights, 0.0).astype(np.float32)
+class _Entries:
+    """One evidence kind: (neighbour label, strength, history position) of every entry."""
 
-    def title(position: int | None, base: int = 0) -> str | None:
-        return None if position is None else titles[int(history[base + position])]
+    def __init__(self, labels: np.ndarray, strength: np.ndarray, owner: np.ndarray) -> None:
+        self.labels, self.strength, self.owner = labels, strength, owner
 
-    similar = None
-    if history_sims is not None:
-        similar = int(np.argmax(np.where(others, history_sims, -np.inf)))
-    return Evidence(
-        also_bought=title(_strongest_row(tables.item_knn, history, weights, label)),
-        bought_after=title(_strongest_row(tables.transitions, recent, recent_w, label),
-                           base=len(history) - len(recent)),
-        bought_with=title(_with_mask(tables.cooccurrence, history, others, label)),
-        similar_to=title(similar),
-    )
+    def strongest(self, label: int, history: np.ndarray) -> int | None:
+        """History position whose entry for `label` is strongest, never the item itself."""
+        hit = np.flatnonzero((self.labels == label) & (history[self.owner] != label))
+        if len(hit) == 0:
+            return None
+        return int(self.owner[hit[np.argmax(self.strength[hit])]])
 
 
-def _with_mask(matrix: sp.csr_matrix, history: np.ndarray, others: np.ndarray, label: int) -> int | None:
-    """_strongest_cooccurring over the history items that are not the item itself, as a
-    position in the full history."""
-    positions = np.flatnonzero(others)
-    found = _strongest_cooccurring(matrix, history[positions], label)
-    return None if found is None else int(positions[found])
+class HistoryEvidence:
+    def __init__(self, *, history: np.ndarray, history_weights: np.ndarray,
+                 recent_weights: np.ndarray, tables, titles: list[str]) -> None:
+        self.history, self.titles = history, titles
+        self.also_bought = _Entries(*tables.item_knn.entries(history, history_weights))
+        first_recent = len(history) - len(recent_weights)
+        labels, scores, owner = tables.transitions.entries(history[first_recent:], recent_weights)
+        self.bought_after = _Entries(labels, scores, owner + first_recent)
+        self.bought_with = _Entries(*_csr_entries(tables.cooccurrence, history))
+
+    def _title(self, position: int | None) -> str | None:
+        return None if position is None else self.titles[int(self.history[position])]
+
+    def for_item(self, label: int, history_sims: np.ndarray | None) -> Evidence:
+        """Evidence naming history items by title; an item is never explained by itself."""
+        others = self.history != label
+        similar = None
+        if history_sims is not None and others.any():
+            similar = int(np.argmax(np.where(others, history_sims, -np.inf)))
+        return Evidence(
+            also_bought=self._title(self.also_bought.strongest(label, self.history)),
+            bought_after=self._title(self.bought_after.strongest(label, self.history)),
+            bought_with=self._title(self.bought_with.strongest(label, self.history)),
+            similar_to=self._title(similar),
+        )
+
