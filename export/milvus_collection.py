@@ -31,7 +31,7 @@ def connect(uri: str, token: str = "") -> Any:
     if not uri:
         raise BundleError("the milvus retrieval backend needs a URI (bundle or RECSERVE_BACKEND_MILVUS_URI)")
     try:
-        return MilvusClient(uri=uri, token=token, timeout=10)
+        return MilvusClient(uri=uri, token=token, timeout=30)
     except MilvusException as exc:
         raise BundleError(f"cannot connect to Milvus at {uri}: {exc.message}") from exc
 

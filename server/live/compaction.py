@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def compaction_due(index: VectorIndex, config: LiveConfig) -> bool:
     deleted = index.deleted_count
-    stored = index.index.get_current_count()
+    stored = index.stored_count
     return deleted >= config.compaction_min_deleted and deleted > config.compaction_deleted_share * stored
 
 

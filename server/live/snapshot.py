@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from export.bundle import sha256_file
 from export.hnsw_index import load_index
 from server.live.live_state import LiveState
+from server.retrieval.vector_index import VectorIndex
 from server.served_bundle import INDEX_HEADROOM
 from export.bundle import fsync_dir
 
@@ -61,6 +62,8 @@ def _fsync_file(path: Path) -> None:
 def save_index(live: LiveState, path: Path) -> None:
     """Save the served hnswlib index (under its read lock: no add may run during the save)."""
     index = live.bundle.index
+    if not isinstance(index, VectorIndex):
+        return  # the milvus backend: Milvus holds the index, every write was written through
     with index.lock.read():
         index.index.save_index(str(path))
 
@@ -166,8 +169,10 @@ def restore(live: LiveState, path: Path, state: dict) -> None:
                          f"{state['catalog_size']} recorded")
     vectors = np.load(path / "vectors.npy")
     present = np.load(path / "present.npy")
-    graph = load_index(path / "index.hnsw", dim=bundle.index.dim, ef=bundle.index.default_ef,
-                       max_elements=int(len(vectors) * INDEX_HEADROOM) + 16)
+    graph = None  # the milvus backend keeps no graph here (see save_index)
+    if isinstance(bundle.index, VectorIndex):
+        graph = load_index(path / "index.hnsw", dim=bundle.index.dim, ef=bundle.index.default_ef,
+                           max_elements=int(len(vectors) * INDEX_HEADROOM) + 16)
     bundle.index.load_parts(graph, vectors, present)
     bundle.users.restore_live_overlay(state["users"])
     live.counters.restore(np.load(path / "popularity.npy"), sp.load_npz(path / "cooccurrence.npz"))

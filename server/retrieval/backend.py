@@ -35,6 +35,11 @@ class RetrievalBackend(Protocol):
     @property
     def stored_count(self) -> int: ...
 
+    @property
+    def deleted_count(self) -> int: ...
+
+    def load_parts(self, graph: Any, vectors: np.ndarray, present: np.ndarray) -> None: ...
+
     def knn(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
     def exact(self, query: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
@@ -62,16 +67,6 @@ class BackendConfig(RecserveSettings):
     """Milvus credentials ("user:password" or an API key); "" = none."""
     milvus_ef: int = 0
     """HNSW search breadth inside Milvus; 0 = the bundle's measured ef."""
-
-
-def require_live_capable(index: RetrievalBackend) -> None:
-    """BundleError unless live writes can run on `index`: their snapshots and compactions
-    save and rebuild an hnswlib graph, so on the milvus backend the server runs read-only."""
-    from server.retrieval.vector_index import VectorIndex
-
-    if not isinstance(index, VectorIndex):
-        raise BundleError("live writes on the milvus retrieval backend are not supported yet "
-                          "(snapshots hold an hnswlib graph): serve this bundle with --read-only")
 
 
 def retrieval_section(manifest: dict[str, Any]) -> dict[str, Any]:

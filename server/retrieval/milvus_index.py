@@ -68,6 +68,17 @@ class MilvusIndex:
         """Milvus removes deleted rows itself: what it stores is what is live."""
         return self.live_count
 
+    @property
+    def deleted_count(self) -> int:
+        return 0  # nothing for a compaction to drop (server/live/compaction.py)
+
+    def load_parts(self, graph: None, vectors: np.ndarray, present: np.ndarray) -> None:
+        """Restore the dense copy from a live snapshot; Milvus already holds every write."""
+        with self.lock.write():
+            self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self.present = np.asarray(present, dtype=bool).copy()
+            self.live_count = int(self.present.sum())
+
     def _search(self, queries: np.ndarray, k: int, expression: str, ef: int | None) -> tuple[np.ndarray, np.ndarray]:
         ef = max(ef or self.default_ef, k)
         hits = self.client.search(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import grpc
 import hnswlib
 import numpy as np
 import pytest
@@ -256,11 +257,45 @@ async def test_a_server_on_the_milvus_backend_recommends_like_hnsw(demo_milvus_b
     assert not set(from_milvus[3]) & set(catalog.item_ids[:50])
 
 
-async def test_live_writes_on_the_milvus_backend_are_refused_at_start(demo_milvus_bundle, tmp_path):
-    from export.errors import BundleError
+async def test_live_writes_on_the_milvus_backend_are_written_through_and_recovered(
+        demo_milvus_bundle, tmp_path):
+    from protos import recommender_pb2 as pb
+    from protos import recommender_pb2_grpc
     from server.live.config import LiveConfig
     from server.service.app import AllConfigs, ServerConfig, create_server
 
-    with pytest.raises(BundleError, match="--read-only"):
-        await create_server(demo_milvus_bundle, "127.0.0.1:0", AllConfigs(
-            server=ServerConfig(metrics_port=-1), live=LiveConfig(directory=str(tmp_path / "live"))))
+    configs = AllConfigs(server=ServerConfig(metrics_port=-1),
+                         live=LiveConfig(directory=str(tmp_path / "live")))
+    new = pb.Item(item_id="live-1", title="glow in the dark unicorn lamp",
+                  attributes={"live_only": "yes"})
+    only_new = pb.Filter(attribute_equals={"live_only": "yes"})
+
+    async def serve_and(calls):
+        server, port = await create_server(demo_milvus_bundle, "127.0.0.1:0", configs)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                return await calls(recommender_pb2_grpc.RecommenderStub(channel), server)
+        finally:
+            await server.stop()
+
+    async def write(stub, server):
+        upsert = await stub.UpsertItems(pb.UpsertItemsRequest(items=[new, pb.Item(
+            item_id="live-2", title="unicorn night light", attributes={"live_only": "yes"})]))
+        got = await stub.Recommend(pb.RecommendRequest(query=new.title, k=5, filter=only_new,
+                                                       min_sequence=upsert.sequence))
+        assert [i.item_id for i in got.items][:1] == ["live-1"]  # found in Milvus by attribute
+        index = server.state.bundle.index
+        label = server.state.bundle.catalog.label_of["live-1"]
+        assert index.client.get(index.collection, ids=[label], output_fields=["attrs"])[0]["attrs"] \
+            == {"live_only": "yes"}
+        deleted = await stub.DeleteItems(pb.DeleteItemsRequest(item_ids=["live-2"]))
+        got = await stub.Recommend(pb.RecommendRequest(query=new.title, k=5, filter=only_new,
+                                                       min_sequence=deleted.sequence))
+        assert [i.item_id for i in got.items] == ["live-1"]
+
+    async def after_restart(stub, server):
+        got = await stub.Recommend(pb.RecommendRequest(query=new.title, k=5, filter=only_new))
+        assert [i.item_id for i in got.items] == ["live-1"]  # snapshot + log recovered
+
+    await serve_and(write)
+    await serve_and(after_restart)
