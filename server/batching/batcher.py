@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -61,9 +63,22 @@ class BatcherConfig(RecserveSettings):
     """First wait before probing a dead backend again; doubles after each failed probe."""
     probe_backoff_max_s: float = 2.0
     """Longest wait between two probes of a dead backend."""
+    inference_nice: int = 10
+    """Niceness added to the inference thread (Linux): the event loop that admits, refuses and
+    answers calls then never starves behind inference on a busy CPU (0 = same priority; at 0 or 2
+    a 3x overload collapses into timeouts, bench/overload.py)."""
     fault_file: str = ""
     """Fault injection for drills and tests: while this file exists, inference hangs (or fails
     at once when the file says `fail`). Empty: off."""
+
+
+def _lower_priority(nice: int) -> None:
+    """Runs on the inference thread: make it yield the CPU to the event loop thread."""
+    if nice > 0 and hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:  # not permitted here: run at the same priority
+            log.warning("could not lower the inference thread's priority")
 
 
 @dataclass
@@ -104,7 +119,8 @@ class TokenBudgetBatcher:
         self._queued = 0
         self._in_flight: dict[str, _Pending] = {}
         self._running_batches = 0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recserve-infer")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recserve-infer",
+                                            initializer=_lower_priority, initargs=(self.config.inference_nice,))
         self._wake: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop_task: asyncio.Task | None = None

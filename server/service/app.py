@@ -31,6 +31,7 @@ from server.live.service import LiveWrites, live_directory, lock_live_directory
 from server.metrics import ServerMetrics
 from server.reload import BundleReloader, ReloadOutcome
 from server.requests import LimitsConfig
+from server.retrieval.backend import require_live_capable
 from server.retrieval.retriever import RetrievalConfig
 from server.errors import BindFailed
 from server.service.door import CallDoor
@@ -81,7 +82,8 @@ class ServerConfig(RecserveSettings):
     """Let Reload run on a server whose live writes are off (read-only); SIGHUP always reloads."""
     max_concurrent_calls: int = 0
     """Recommender calls in flight at once; more are refused with RESOURCE_EXHAUSTED at the door
-    (0 = what the batcher holds: max_queue + 2 x max_batch_size, one text per call)."""
+    (0 = 4 x the batcher's max_batch_size: a batch running, one ready, two filling; measured in
+    bench/overload.py, a deeper door only adds queueing delay)."""
     drain_accept_s: float = 0.5
     """After SIGTERM, calls already sent are still taken this long before the port stops accepting
     (gRPC core cancels calls it received but Python had not picked up yet when it stops)."""
@@ -90,7 +92,7 @@ class ServerConfig(RecserveSettings):
 
     def concurrency_limit(self, batcher: BatcherConfig) -> int:
         """The door's bound: configured, or derived from what the batcher can hold."""
-        return self.max_concurrent_calls or batcher.max_queue + 2 * batcher.max_batch_size
+        return self.max_concurrent_calls or 4 * batcher.max_batch_size
 
 
 @dataclass
@@ -163,6 +165,7 @@ class RecserveServer:
                 bundle_path, self.configs.serving(), self.metrics, self._on_backend_health)
             if lock is not None:  # recover live writes before the first call sees the state
                 try:
+                    require_live_capable(state.bundle.index)
                     self.live = await LiveWrites.open(live_directory(bundle_path, self.configs.live),
                                                       self.configs.live, state, self._serve_state, lock)
                 except BaseException:

@@ -14,7 +14,9 @@ from tests.server.serve_process import ServeProcess
 
 async def test_sigterm_with_100_calls_in_flight_answers_all_of_them(small_bundle, tmp_path):
     # one text per inference batch: the 100 calls take a while, so they are truly in flight
-    server = ServeProcess(small_bundle, tmp_path / "live", env={"RECSERVE_BATCHER_MAX_BATCH_SIZE": "1"})
+    # (and a door wide enough to admit them all)
+    server = ServeProcess(small_bundle, tmp_path / "live", env={"RECSERVE_BATCHER_MAX_BATCH_SIZE": "1",
+                                                                "RECSERVE_SERVER_MAX_CONCURRENT_CALLS": "128"})
     try:
         port = server.wait_serving()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
