@@ -31,7 +31,6 @@ from server.live.service import LiveWrites, live_directory, lock_live_directory
 from server.metrics import ServerMetrics
 from server.reload import BundleReloader, ReloadOutcome
 from server.requests import LimitsConfig
-from server.retrieval.backend import require_live_capable
 from server.retrieval.retriever import RetrievalConfig
 from server.errors import BindFailed
 from server.service.door import CallDoor
@@ -165,7 +164,6 @@ class RecserveServer:
                 bundle_path, self.configs.serving(), self.metrics, self._on_backend_health)
             if lock is not None:  # recover live writes before the first call sees the state
                 try:
-                    require_live_capable(state.bundle.index)
                     self.live = await LiveWrites.open(live_directory(bundle_path, self.configs.live),
                                                       self.configs.live, state, self._serve_state, lock)
                 except BaseException:
