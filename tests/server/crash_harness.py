@@ -10,7 +10,9 @@ checks that every worker serves the same state, and then kills the whole server.
    present, an in-doubt call applied whole or not at all, no phantom or duplicate id,
    deleted ids absent, user histories as written, recall@10 of the index against exact
    search >= 0.95;
-2. restarts the server and checks the same over gRPC, on every worker.
+2. restarts the server and checks the same over gRPC, on every worker;
+3. retries each in-doubt call with its request_id, as a client would: it must answer
+   `duplicate` exactly when the first attempt was applied, and apply it otherwise.
 Snapshots and compactions are made frequent so that kills land in them too. Used by
 tests/server/test_crash.py (a few rounds) and bench/crash.py (>= 20 kills).
 """
@@ -121,13 +123,15 @@ def check_offline(bundle: Path, live_dir: Path, ledgers: list[WriterLedger], bun
     if phantoms:
         problems.append(f"phantom items: {phantoms[:5]}")
     in_doubt = sum(ledger.pending is not None for ledger in ledgers)
-    applied = sum(check_writer(live, ledger, problems) for ledger in ledgers)
+    outcomes = {ledger.name: check_writer(live, ledger, problems) for ledger in ledgers
+                if ledger.pending is not None}
+    applied = sum(outcomes.values())
     recall = index_recall(live, rng)
     if recall < 0.95:
         problems.append(f"recall@10 {recall:.3f} < 0.95")
     facts = {"live_items": live.bundle.index.size, "last_applied": live.last_applied,
              "snapshot_seq": snapshot_seq, "recall_at_10": recall, "in_doubt": in_doubt,
-             "in_doubt_applied": applied}
+             "in_doubt_applied": applied, "outcomes": outcomes}
     return facts, problems
 
 
@@ -179,6 +183,39 @@ def check_online(port: int, ledgers: list[WriterLedger], facts: dict, sequences:
     if len(sequences) != len(set(sequences)):
         problems.append("two acknowledged writes share a sequence number")
     return problems
+
+
+def retry_in_doubt(port: int, ledgers: list[WriterLedger], calls: dict, outcomes: dict) -> list[str]:
+    """Each in-doubt call sent again with its request_id, as a client retries: a duplicate
+    exactly when the first attempt was applied; otherwise it applies now (recorded)."""
+    import grpc
+
+    from protos import recommender_pb2_grpc as pb_grpc
+
+    problems = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.RecommenderStub(channel)
+        for ledger in ledgers:
+            if ledger.name not in calls:
+                continue
+            (method, request), pending = calls[ledger.name]
+            response = getattr(stub, method)(request, timeout=30)
+            if response.duplicate != outcomes[ledger.name]:
+                problems.append(f"{ledger.name}: retry of an in-doubt call {'applied' if outcomes[ledger.name] else 'not applied'}"
+                                f" answered duplicate={response.duplicate}")
+            elif not response.duplicate:  # applied by the retry: acknowledged now
+                ledger.variants.update(pending.variants)
+                for user, item in pending.events:
+                    ledger.histories.setdefault(user, []).append(item)
+    return problems
+
+
+def _in_doubt_calls(ledgers: list[WriterLedger]) -> dict:
+    calls = {ledger.name: (ledger.pending_call, ledger.pending) for ledger in ledgers
+             if ledger.pending_call is not None and ledger.pending is not None}
+    for ledger in ledgers:
+        ledger.pending_call = None
+    return calls
 
 
 def converged(port: int, ledgers: list[WriterLedger], workers: int, timeout_s: float = 30.0) -> list[str]:
@@ -240,18 +277,21 @@ def run_crash_test(bundle: Path, work: Path, *, kills: int, writers: int = 4, se
             problems += _join(stop, threads)
             acknowledged += sum(t.acknowledged for t in threads)
             problems += converged(port, ledgers, workers)
-            _, found = check_offline(bundle, live_dir, ledgers, set(bundle_ids), nprng)  # settles in-doubt calls
-            problems += found
+            calls = _in_doubt_calls(ledgers)
+            facts, found = check_offline(bundle, live_dir, ledgers, set(bundle_ids), nprng)  # settles them
+            problems += found + retry_in_doubt(port, ledgers, calls, facts["outcomes"])
         stop, threads = _run_writers(ledgers, port, seed + 7, round_no, sequences)
         ran = rng.uniform(min_run_s, max_run_s)
         time.sleep(ran)
         server.kill()  # every process at once: the writer may be mid-commit
         problems += _join(stop, threads)
         acknowledged += sum(t.acknowledged for t in threads)
+        calls = _in_doubt_calls(ledgers)
         facts, found = check_offline(bundle, live_dir, ledgers, set(bundle_ids), nprng)
         problems += found
         _, port, restart_s = server.start()
         problems += check_online(port, ledgers, facts, sequences, workers)
+        problems += retry_in_doubt(port, ledgers, calls, facts["outcomes"])  # the clients' retries
         report = RoundReport(round_no, round(ran, 3), acknowledged, facts["in_doubt"],
                              facts["in_doubt_applied"], facts["last_applied"], facts["live_items"],
                              facts["snapshot_seq"], round(facts["recall_at_10"], 4), round(restart_s, 2), problems)

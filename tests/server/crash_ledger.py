@@ -37,6 +37,7 @@ class WriterLedger:
     variants: dict[str, int | None] = field(default_factory=dict)  # None: not listed (never / deleted)
     histories: dict[str, list[str]] = field(default_factory=dict)
     pending: Pending | None = None
+    pending_call: tuple[str, object] | None = None  # (method, request with its request_id)
     next_variant: int = 1
 
     def listed(self) -> set[str]:
@@ -64,16 +65,20 @@ class CrashWriter(threading.Thread):
                 call = self._next_call(stub)
                 if call is None:
                     continue
-                send, pending = call
+                method, request, pending = call
                 try:
-                    response = send()
+                    response = getattr(stub, method)(request, timeout=10)
                 except grpc.RpcError as err:
                     if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
                         self.bug = f"refused a valid write: {err.details()}"
                     self.ledger.pending = pending  # in doubt; this writer is done for the round
+                    self.ledger.pending_call = (method, request)
                     return
                 self.sequences.append(response.sequence)
                 self._acknowledge(pending)
+
+    def _request_id(self) -> str:
+        return f"{self.ledger.name}-{self.rng.getrandbits(64):016x}"
 
     def _acknowledge(self, pending: Pending) -> None:
         self.ledger.variants.update(pending.variants)
@@ -95,11 +100,11 @@ class CrashWriter(threading.Thread):
                 items.append(pb.Item(item_id=item_id, title=f"{item_id} v{variant}",
                                      text=f"crash test item {item_id} variant {variant}",
                                      attributes={"owner": ledger.name, "variant": str(variant)}))
-            return (lambda: stub.UpsertItems(pb.UpsertItemsRequest(items=items), timeout=10)), pending
+            return "UpsertItems", pb.UpsertItemsRequest(items=items, request_id=self._request_id()), pending
         if kind == "delete" and listed:
             chosen = rng.sample(listed, min(len(listed), rng.randint(1, 2)))
             pending = Pending(variants={item_id: None for item_id in chosen})
-            return (lambda: stub.DeleteItems(pb.DeleteItemsRequest(item_ids=chosen), timeout=10)), pending
+            return "DeleteItems", pb.DeleteItemsRequest(item_ids=chosen, request_id=self._request_id()), pending
         users = [u for u in ledger.users if len(ledger.histories.get(u, ())) < MAX_EVENTS_PER_USER]
         if kind == "interact" and listed and users:
             user = rng.choice(users)
@@ -107,8 +112,8 @@ class CrashWriter(threading.Thread):
             pending = Pending(events=[(user, item_id) for item_id in chosen])
             events = [pb.Interaction(user_id=user, item_id=item_id, event=rng.choice(EVENTS))
                       for item_id in chosen]
-            return (lambda: stub.RecordInteractions(pb.RecordInteractionsRequest(events=events),
-                                                    timeout=10)), pending
+            return ("RecordInteractions",
+                    pb.RecordInteractionsRequest(events=events, request_id=self._request_id()), pending)
         return None
 
 
