@@ -89,4 +89,6 @@ class RecommenderReplica:
             raise RuntimeError("recserve replica is not ready (backend unhealthy or draining)")
 
     async def __del__(self) -> None:
-        await self.server.stop(grace=0)
+        server = getattr(self, "server", None)  # absent when __init__ failed
+        if server is not None:
+            await server.stop(grace=0)

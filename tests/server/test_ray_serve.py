@@ -103,3 +103,43 @@ def test_health_and_reflection_answer_through_the_proxy(ray_deployment):
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=30))
     services = {s.name for s in answer.list_services_response.service}
     assert "recserve.v1.Recommender" in services
+
+
+def test_killing_a_replica_under_load_leaves_at_most_retried_unavailable(ray_deployment):
+    """Last in this module: it leaves Ray replacing the killed replica."""
+    import threading
+    import time
+
+    import ray
+
+    stub = recommender_pb2_grpc.RecommenderStub(ray_deployment)
+    codes: list[grpc.StatusCode] = []  # every status seen, retried or not
+    failed: list[grpc.StatusCode] = []  # calls that did not succeed in the end
+    answered: list[int] = []
+    stop_at = time.monotonic() + 6
+
+    def caller(i: int) -> None:
+        while time.monotonic() < stop_at:
+            for attempt in range(4):  # retry UNAVAILABLE, as clients/client.py does
+                try:
+                    stub.Recommend(pb.RecommendRequest(query=f"lamp {i}", k=3), timeout=30)
+                    answered.append(1)
+                    break
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == 3:
+                        failed.append(exc.code())
+                        return
+                    time.sleep(0.1)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(2)
+    replicas = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                      if "Recommender" in a["name"] and a["namespace"] == "serve")
+    ray.kill(ray.get_actor(replicas[0], namespace="serve"), no_restart=True)
+    for t in threads:
+        t.join()
+    assert failed == [] and set(codes) <= {grpc.StatusCode.UNAVAILABLE}
+    assert len(answered) > 20
