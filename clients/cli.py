@@ -34,14 +34,27 @@ EXIT_USER_ERROR = 2
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: recserve <command> [options]", "", "commands:"]
+    lines = ["usage: recserve [--version] <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "recserve <command> --help for a command's options"]
     return "\n".join(lines)
 
 
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("recserve")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("-V", "--version"):
+        print(f"recserve {version()}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else EXIT_USER_ERROR
@@ -55,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"recserve {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    from clients.options import InvalidOption
     from export.errors import RecserveError  # light module; keeps errors one line
 
     try:
         return int(module.run(args) or 0)
-    except RecserveError as exc:
+    except (RecserveError, InvalidOption) as exc:
         print(f"recserve {name}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", EXIT_USER_ERROR)
     except KeyboardInterrupt:

@@ -166,19 +166,32 @@ class ClientOptions:
             raw = env.get(f"RECSERVE_CLIENT_{f.name.upper()}")
             if raw is None or f.name in ("retry", "metadata", "channel_options"):
                 continue
-            values[f.name] = _parse_env_value(f.type, raw)
+            values[f.name] = _parse_env_value(f"RECSERVE_CLIENT_{f.name.upper()}", f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
 
-def _parse_env_value(type_name: object, raw: str) -> object:
+class InvalidOption(ValueError):
+    """A RECSERVE_CLIENT_* value that does not parse; the message names the variable."""
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _parse_env_value(name: str, type_name: object, raw: str) -> object:
     text = str(type_name)
+    value = raw.strip().lower()
     if text.startswith("bool"):
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    if text.startswith("float"):
-        return float(raw)
-    if text.startswith("int"):
-        return int(raw)
+        if value not in _TRUE + _FALSE:  # `maybe` is a mistake, not False
+            raise InvalidOption(f"{name}={raw!r}: expected one of {', '.join(_TRUE + _FALSE)}")
+        return value in _TRUE
+    try:
+        if text.startswith("float"):
+            return float(raw)
+        if text.startswith("int"):
+            return int(raw)
+    except ValueError:
+        raise InvalidOption(f"{name}={raw!r}: expected a number") from None
     return raw
 
 

@@ -60,7 +60,19 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(_as_json(result), indent=2))
     else:
         Console().print(results_table(result, title=_title(args, history), explain=args.explain))
+    if fell_back_to_popular(result):
+        print("recserve query: nothing personal matched (unknown user or history ids, no query text): "
+              "these are popular items", file=sys.stderr)
     return 0
+
+
+FALLBACK_SOURCES = frozenset({"popular", "trending"})
+
+
+def fell_back_to_popular(result: Recommendation) -> bool:
+    """Every item came only from the popularity sources (servers that name sources)."""
+    named = [set(item.sources) for item in result.items if item.sources]
+    return bool(named) and len(named) == len(result.items) and all(s <= FALLBACK_SOURCES for s in named)
 
 
 def results_table(result: Recommendation, *, title: str, explain: bool) -> Table:

@@ -141,12 +141,14 @@ class ScoredItem:
     """Feature contributions, only when explain was asked."""
     reason: str = ""
     """Human-readable reason, only when explain was asked."""
+    sources: tuple[str, ...] = ()
+    """Candidate sources that found the item (content, item_knn, popular, ...)."""
 
     @classmethod
     def from_pb(cls, m: pb.ScoredItem) -> ScoredItem:
         contributions = tuple(FeatureContribution(c.feature, c.value, c.weight, c.contribution)
                               for c in m.contributions)
-        return cls(m.item_id, m.title, m.score, m.retrieval_score, contributions, m.reason)
+        return cls(m.item_id, m.title, m.score, m.retrieval_score, contributions, m.reason, tuple(m.sources))
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,16 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 
 from export.runtime import RuntimeConfig
 from export.settings import load_settings
+from pydantic import ValidationError
 from server.batching.batcher import BatcherConfig
 from server.engine import RankingConfig
 from server.live.config import LiveConfig
+from server.errors import BindFailed, ConfigError
+from server.live.log_sharing import LogSharing
 from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
@@ -52,6 +56,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def configs_from_args(args: argparse.Namespace) -> AllConfigs:
+    """Every component config; a bad RECSERVE_* or config-file value is one ConfigError line."""
+    try:
+        return _configs(args)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def _explain(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    section = exc.title.lower()
+    return (f"bad setting [{section}] {field} (RECSERVE_{section.upper()}_{field.upper()} or --config): "
+            f"{first['msg']}, got {first.get('input')!r}")
+
+
+def _configs(args: argparse.Namespace) -> AllConfigs:
     cfg = args.config
     return AllConfigs(
         server=load_settings(ServerConfig, cfg, host=args.host, port=args.port,
@@ -126,6 +146,18 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
     return 0
 
 
+def check_port_free(host: str, port: int) -> None:
+    """BindFailed (one line) for a busy port before gRPC core logs its own multi-line complaint."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # like gRPC: TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BindFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configs = configs_from_args(args)
@@ -139,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("recserve serve: --workers takes a number >= 1 or `auto`")
     if workers > 1:
         return supervise(args, bundle, configs, workers)
+    if not LogSharing.from_env().shared:  # a supervisor's worker shares the port on purpose
+        check_port_free(configs.server.host, configs.server.port)
     return asyncio.run(serve(bundle, configs))
 
 

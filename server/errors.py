@@ -47,3 +47,7 @@ class InferenceFailed(RecserveError):
 
 class BindFailed(RecserveError):
     """The server cannot listen on its configured address (port in use, address not local)."""
+
+
+class ConfigError(RecserveError):
+    """A setting (RECSERVE_* variable, config file, flag) has a value that cannot be used."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector
+from prometheus_client import ProcessCollector
 
 # Microsecond-scale stages up to whole seconds.
 _LATENCY_BUCKETS = (
@@ -16,6 +17,12 @@ class ServerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if registry is None:  # a private registry gets what the default one has: process_*, python_info
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+        self.build_info = Gauge(
+            "recserve_build_info", "1 for the served build: recserve version, bundle version, model name",
+            ["version", "bundle_version", "model"], registry=r)
         self.requests = Counter(
             "recserve_requests", "RPCs handled, by method and status code", ["method", "code"], registry=r)
         self.request_latency = Histogram(
@@ -43,3 +50,8 @@ class ServerMetrics:
             "recserve_index_items", "Items in the served index", ["state"], registry=r)
         self.backend_healthy = Gauge(
             "recserve_backend_healthy", "1 when the inference backend is healthy", registry=r)
+
+    def set_build(self, version: str, bundle_version: str, model: str) -> None:
+        """recserve_build_info{version,bundle_version,model} = 1 for what serves now (only)."""
+        self.build_info.clear()
+        self.build_info.labels(version, bundle_version, model).set(1)

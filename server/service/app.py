@@ -8,6 +8,7 @@ draining; the inference backend's health matters only after that.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import time
 from dataclasses import dataclass, field
@@ -34,11 +35,19 @@ from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.errors import BindFailed
 from server.service.door import CallDoor
+from server.service.info import public_name
 from server.service.security import ServerSecurity
 from server.service.servicer import RecommenderServicer
 from server.serving_state import ServingConfigs, ServingState, open_serving_state
 
 log = logging.getLogger(__name__)
+
+
+def _recserve_version() -> str:
+    try:
+        return importlib.metadata.version("recserve")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -134,6 +143,7 @@ class RecserveServer:
         self.security = ServerSecurity(self.config)  # TLS, tokens, protected mode
         self._metrics_http = None
         self._health_tasks: set[asyncio.Task] = set()
+        self._built_for: ServingState | None = None
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
             ("grpc.max_send_message_length", self.config.max_message_bytes),
@@ -229,6 +239,11 @@ class RecserveServer:
             index = self.state.bundle.index
             self.metrics.index_size.labels("live").set(index.size)
             self.metrics.index_size.labels("stored").set(index.stored_count)
+            if self._built_for is not self.state:  # a new bundle: recserve_build_info follows it
+                self._built_for = self.state
+                encoder = self.state.bundle.manifest.get("encoder") or {}
+                model = public_name(str((encoder.get("model") or {}).get("source", "")))
+                self.metrics.set_build(_recserve_version(), self.state.version, model)
 
     def _on_backend_health(self, healthy: bool) -> None:
         task = asyncio.get_running_loop().create_task(self._publish_health())
