@@ -108,6 +108,7 @@ def main() -> None:
 
     from export.catalog import read_catalog
     from export.demo import demo_catalog_path
+    from server.live.config import LiveConfig
     from server.ray_serve.app import RayServeConfig, deploy
     from server.service.app import AllConfigs
 
@@ -116,7 +117,7 @@ def main() -> None:
     for replicas in (int(r) for r in args.replicas.split(",")):
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         try:
-            port = deploy(args.bundle, AllConfigs(), RayServeConfig(
+            port, _ = deploy(args.bundle, AllConfigs(live=LiveConfig(enabled=False)), RayServeConfig(
                 replicas=replicas, replica_cpus=args.cpus / replicas, port=free_port(),
                 http_port=free_port()))
             load(port, queries, args.concurrency, 3, None)  # warm

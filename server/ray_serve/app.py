@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from export.settings import RecserveSettings, settings_config
+from server.live.log_sharing import LogSharing
+from server.live.service import live_directory, lock_live_directory
 from server.service.app import AllConfigs
 
 APP_NAME = "recserve"
@@ -47,6 +49,9 @@ class RayServeConfig(RecserveSettings):
     """Port of Ray Serve's gRPC proxy (fixed once Serve has started on the cluster)."""
     http_port: int = 8000
     """Port of Ray Serve's HTTP proxy, which starts with it (recserve serves nothing over HTTP)."""
+    single_host: bool = True
+    """Every replica runs on this host: they share the live directory (writes on). False
+    (a multi-host cluster): replicas are read-only, the log would need a shared service."""
     request_timeout_s: float = 30.0
     """End-to-end limit the proxy puts on a call (Ray does not forward client deadlines)."""
 
@@ -69,16 +74,25 @@ def deployment_options(config: RayServeConfig) -> dict[str, Any]:
     return options
 
 
-def replica_configs(configs: AllConfigs, config: RayServeConfig) -> AllConfigs:
-    """What each replica's engine runs with: read-only (no per-replica write-ahead log), its
-    private port on loopback, no metrics port of its own, ONNX Runtime threads = its CPUs."""
+def live_writes(configs: AllConfigs, config: RayServeConfig) -> bool:
+    """Live writes need a fixed replica count (each replica is one applier of one log) and
+    `single_host`: the log is a local directory every replica opens."""
+    return configs.live.enabled and config.single_host and config.autoscale_max == 0
+
+
+def replica_configs(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig) -> AllConfigs:
+    """What each replica's engine runs with: its private port on loopback, no metrics port of
+    its own, ONNX Runtime threads = its CPUs, and the one shared live directory (or read-only)."""
     runtime = configs.runtime
     if runtime.intra_op_threads == 0:
         runtime = runtime.model_copy(update={"intra_op_threads": max(1, int(config.replica_cpus))})
+    live = configs.live.model_copy(update={"enabled": False})
+    if live_writes(configs, config):
+        live = configs.live.model_copy(update={
+            "directory": str(live_directory(Path(bundle_path).resolve(), configs.live).resolve())})
     return replace(
-        configs, runtime=runtime,
-        server=configs.server.model_copy(update={"host": "127.0.0.1", "metrics_port": -1}),
-        live=configs.live.model_copy(update={"enabled": False}))
+        configs, runtime=runtime, live=live,
+        server=configs.server.model_copy(update={"host": "127.0.0.1", "metrics_port": -1}))
 
 
 def build_app(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig):
@@ -88,16 +102,23 @@ def build_app(bundle_path: str | Path, configs: AllConfigs, config: RayServeConf
     from server.ray_serve.replica import RecommenderReplica
 
     deployment = serve.deployment(RecommenderReplica, name="Recommender", **deployment_options(config))
-    return deployment.bind(str(Path(bundle_path).resolve()), replica_configs(configs, config))
+    return deployment.bind(str(Path(bundle_path).resolve()),
+                           replica_configs(bundle_path, configs, config), config.replicas)
 
 
-def deploy(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig) -> int:
-    """Start Serve's gRPC proxy on the connected Ray cluster and (re)deploy; returns the port.
+def deploy(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig) -> tuple[int, Any]:
+    """Start Serve's gRPC proxy on the connected Ray cluster and (re)deploy. Returns the port
+    and the live directory's lock (None when read-only): hold it while the deployment serves,
+    as the `--workers` supervisor holds it for its workers.
 
     Deploying again with another bundle is Ray Serve's rolling update."""
     from ray import serve
     from ray.serve.config import gRPCOptions
 
+    lock = None  # one replica locks the directory itself, as a lone `recserve serve` does
+    if live_writes(configs, config) and config.replicas > 1:
+        directory = Path(replica_configs(bundle_path, configs, config).live.directory)
+        lock = lock_live_directory(directory, LogSharing(0, 1))
     serve.start(
         http_options={"host": "127.0.0.1", "port": config.http_port},
         grpc_options=gRPCOptions(port=config.port, grpc_servicer_functions=SERVICER_FUNCTIONS,
@@ -105,4 +126,4 @@ def deploy(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig)
     # A routed app (route_prefix set) is what the gRPC proxy sends calls to when the caller
     # names no `application` in its metadata: unchanged clients need that.
     serve.run(build_app(bundle_path, configs, config), name=APP_NAME, route_prefix="/")
-    return config.port
+    return config.port, lock

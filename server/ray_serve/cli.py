@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     low, high = _autoscale(args.autoscale)
     config = load_settings(RayServeConfig, args.config, replicas=args.replicas, autoscale_min=low,
                            autoscale_max=high, replica_cpus=args.replica_cpus,
-                           replica_gpus=args.replica_gpus, port=args.port, http_port=args.http_port)
+                           replica_gpus=args.replica_gpus, port=args.port, http_port=args.http_port,
+                           single_host=False if args.address else None)
     ray.init(address=args.address, log_to_driver=False)
-    port = deploy(args.bundle, configs_from_args(args), config)
+    port, live_lock = deploy(args.bundle, configs_from_args(args), config)
     log.info("recserve on Ray Serve: gRPC on port %d", port)
     print(f"serving {args.bundle} on Ray Serve, gRPC port {port}", flush=True)
     if args.address:
@@ -71,4 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     serve.shutdown()
     ray.shutdown()
+    if live_lock is not None:
+        live_lock.close()
     return 0

@@ -1,19 +1,27 @@
 """One Ray Serve replica: the same engine `recserve serve` runs, answering through Ray's gRPC proxy.
 
 Each replica starts a complete RecserveServer (bundle, token-budget batcher, retrieval,
-ranking, auth, validation, the one status table) on a private loopback port that nothing
-calls, and hands every RPC Ray routes to it to that server's RecommenderServicer in process.
+ranking, auth, validation, the one status table, live writes) on a private loopback port
+that nothing calls, and hands every RPC Ray routes to it to that server's RecommenderServicer in process.
 Ray's proxy passes a RayServegRPCContext; `_CallContext` gives it the two things the servicer
 reads that Ray's context lacks. A status the servicer sets is raised back to the proxy, which
 answers with that code and message (Ray's gRPCStatusError path).
+
+Live writes follow the `--workers` contract (server/live/log_sharing.py): every replica of a
+fixed-size deployment on one host is an applier of the same write-ahead log (its Ray replica
+rank is its worker index; rank 0 snapshots), any replica may take a write under the writer
+lock, and `min_sequence` gives read-your-writes on whichever replica answers.
 """
 
 from __future__ import annotations
+
+import os
 
 import grpc
 from grpc_health.v1 import health_pb2
 
 from protos import recommender_pb2 as pb
+from server.live.log_sharing import ENV_COUNT, ENV_INDEX
 from server.service.app import AllConfigs, RecserveServer
 from server.service.servicer import RecommenderServicer
 
@@ -38,7 +46,12 @@ class CallFailed(Exception):
 class RecommenderReplica:
     """Deployment body (server/ray_serve/app.py wraps it in serve.deployment)."""
 
-    async def __init__(self, bundle_path: str, configs: AllConfigs) -> None:
+    async def __init__(self, bundle_path: str, configs: AllConfigs, replicas: int = 1) -> None:
+        if configs.live.enabled:  # one log, many appliers: this replica is applier `rank`
+            from ray import serve
+
+            rank = serve.get_replica_context().rank.rank
+            os.environ[ENV_INDEX], os.environ[ENV_COUNT] = str(rank), str(replicas)
         self.server = RecserveServer(configs)
         await self.server.start(bundle_path, "127.0.0.1:0")
         self.servicer = RecommenderServicer(self.server)
@@ -73,8 +86,9 @@ class RecommenderReplica:
         return await self._call("RecordInteractions", request, grpc_context, pb.WriteResponse())
 
     async def Reload(self, request: pb.ReloadRequest, grpc_context) -> pb.ReloadResponse:
-        # Read-only replicas refuse it (WritesDisabled); a new bundle is a new deployment
-        # version: `recserve serve-ray --bundle NEW` rolls the replicas over.
+        # A new bundle is a new deployment version: `recserve serve-ray --bundle NEW` rolls
+        # the replicas over; Reload here would reload only this replica (refused unless the
+        # server config allows it).
         return await self._call("Reload", request, grpc_context, pb.ReloadResponse())
 
     async def Check(self, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:
