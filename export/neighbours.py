@@ -11,14 +11,14 @@ tables is 480 bytes an item (480 MB at 1M items), whatever the number of users.
   user's sequence adds 1/d to T[i, j]; each row is divided by its total, so the score is
   the share of what follows i that is j.
 
-Live interactions nudge both (`bump`); a pair not yet in a row replaces the row's weakest
-when it becomes stronger than it. Writes are single element stores, so a concurrent reader
-sees either the old or the new value of a slot, never a torn row.
+Live interactions nudge both (`bump`); a pair not yet in a row accumulates aside until it
+is stronger than the row's weakest neighbour, then takes its slot. Writes are single
+element stores, so a concurrent reader sees either the old or the new value of a slot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,9 @@ _ROW_CHUNK = 4096  # items whose similarity rows are computed at once (bounds bu
 class NeighbourTable:
     labels: np.ndarray  # int32 [n, N], -1 = empty
     scores: np.ndarray  # float16 [n, N], best first
+    # live strength of pairs not (yet) in their row; bounded, see MAX_PENDING
+    pending: dict[tuple[int, int], float] = field(default_factory=dict, repr=False, compare=False)
+    MAX_PENDING = 1_000_000  # weak pairs forgotten past this (about 100 MB of dict)
 
     @classmethod
     def empty(cls, n_items: int, width: int) -> "NeighbourTable":
@@ -94,9 +97,12 @@ class NeighbourTable:
             value = min(1.0, float(row_scores[slot]) + amount)
         else:
             slot = int(np.argmin(np.where(row_labels < 0, -1.0, row_scores.astype(np.float32))))
-            value = min(1.0, amount)
+            value = min(1.0, self.pending.pop((source, target), 0.0) + amount)
             if row_labels[slot] >= 0 and row_scores[slot] >= value:
-                return  # weaker than every neighbour kept: not worth a slot
+                if len(self.pending) >= self.MAX_PENDING:
+                    self.pending.clear()
+                self.pending[(source, target)] = value  # weaker than every kept neighbour, so far
+                return
             row_labels[slot] = target
         row_scores[slot] = value
 

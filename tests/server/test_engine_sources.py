@@ -181,3 +181,21 @@ async def test_recommend_over_grpc_carries_sources(running_server, bundle):
     for item in response.items:
         assert item.sources and set(item.sources) <= set(SOURCE_NAMES)
         assert item.reason
+
+
+async def test_record_interactions_teach_the_item_to_item_and_transition_tables(running_server):
+    server, stub, _ = running_server
+    tables = server.state.bundle.tables
+    a = next(i for i in range(len(tables.transitions)) if (tables.transitions.labels[i] >= 0).any())
+    b = next(j for j in range(len(tables.transitions))
+             if j != a and j not in tables.transitions.labels[a].tolist()
+             and j not in tables.item_knn.labels[a].tolist())
+    ids = server.state.bundle.catalog.item_ids
+    now = int(time.time() * 1000)
+    for n in range(10):  # ten users buy a then b: enough to enter even a full row
+        user = f"live-neighbour-{n}"
+        await stub.RecordInteractions(pb.RecordInteractionsRequest(events=[
+            pb.Interaction(user_id=user, item_id=ids[a], event="purchase", timestamp_ms=now),
+            pb.Interaction(user_id=user, item_id=ids[b], event="purchase", timestamp_ms=now + 1)]))
+    assert b in tables.transitions.labels[a].tolist()  # "often bought after a"
+    assert b in tables.item_knn.labels[a].tolist() and a in tables.item_knn.labels[b].tolist()

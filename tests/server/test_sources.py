@@ -122,8 +122,11 @@ def test_live_bump_adds_and_strengthens_neighbours():
     assert 6 in table.labels[3].tolist()
     table.bump(3, 4, 0.5)
     assert float(table.scores[3][table.labels[3].tolist().index(4)]) == min(1.0, before[4] + 0.5)
-    table.bump(3, 7, 0.001)  # row full, weaker than every neighbour: not kept
+    weakest = float(table.scores[3].min())
+    table.bump(3, 7, weakest * 0.6)  # row full, weaker than every neighbour: kept aside
     assert 7 not in table.labels[3].tolist()
+    table.bump(3, 7, weakest * 0.6)  # together stronger than the weakest: takes its slot
+    assert 7 in table.labels[3].tolist() and not table.pending
     table.bump(99, 1, 1.0)  # an item added live (no row yet): ignored, not an error
 
 
