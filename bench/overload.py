@@ -23,6 +23,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import sys
 import time
 import urllib.request
@@ -48,6 +49,11 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def drain_output(process: subprocess.Popen) -> None:
+    """Keep reading the server's output so it never blocks on a full pipe (its warnings)."""
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
+
+
 def start_server(bundle: Path, port: int, metrics_port: int, limiter: str, limit: int) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RECSERVE_BATCHER_CACHE_SIZE": "0"}
     args = ["serve", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port),
@@ -64,6 +70,7 @@ def start_server(bundle: Path, port: int, metrics_port: int, limiter: str, limit
     for line in process.stdout:
         seen.append(line)
         if re.search(r"serving bundle", line):
+            drain_output(process)
             return process
     raise RuntimeError(f"server did not start (rc={process.wait()}):\n{''.join(seen[-20:])}")
 

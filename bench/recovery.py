@@ -16,6 +16,7 @@ import json
 import os
 import statistics
 import subprocess
+import threading
 import sys
 import tempfile
 import time
@@ -31,6 +32,11 @@ from protos import recommender_pb2 as pb  # noqa: E402
 from protos import recommender_pb2_grpc  # noqa: E402
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def drain_output(process: subprocess.Popen) -> None:
+    """Keep reading the server's output so it never blocks on a full pipe (its warnings)."""
+    threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()
 
 
 def health_status(health) -> int | None:
@@ -92,6 +98,7 @@ def main() -> int:
                 break
         else:
             raise RuntimeError(f"server did not start (rc={server.wait()}):\n{''.join(seen[-10:])}")
+        drain_output(server)
         with grpc.insecure_channel(f"127.0.0.1:{args.port}") as channel:
             stub = recommender_pb2_grpc.RecommenderStub(channel)
             health = health_pb2_grpc.HealthStub(channel)
