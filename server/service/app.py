@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from export.runtime import RuntimeConfig
@@ -35,6 +34,7 @@ from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.errors import BindFailed
 from server.service.door import CallDoor
+from server.service.reflection_v1 import enable_reflection
 from server.service.info import public_name
 from server.service.security import ServerSecurity
 from server.service.servicer import RecommenderServicer
@@ -154,9 +154,8 @@ class RecserveServer:
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         if self.config.reflection:
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                 reflection.SERVICE_NAME), self.grpc)
+            enable_reflection(  # v1alpha and v1 (server/service/reflection_v1.py)
+                self.grpc, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
 
     async def start(self, bundle_path: str | Path, address: str | None = None) -> int:
         """Bind, report NOT_SERVING, load + warm the bundle, then report SERVING. Returns the port."""

@@ -75,3 +75,19 @@ def test_query_says_when_it_fell_back_to_popular_items():
     assert fell_back_to_popular(result(("popular",), ("popular", "trending")))
     assert not fell_back_to_popular(result(("popular",), ("content", "popular")))
     assert not fell_back_to_popular(result((), ()))  # a server that does not name sources
+
+
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+async def test_reflection_answers_v1_and_v1alpha(running_server, version):
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    _, _, channel = running_server
+    call = channel.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                                 request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                 response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+    stream = call(iter([reflection_pb2.ServerReflectionRequest(list_services=""),
+                        reflection_pb2.ServerReflectionRequest(file_containing_symbol="recserve.v1.Recommender")]))
+    replies = [reply async for reply in stream]
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {"recserve.v1.Recommender", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= names
+    assert replies[1].file_descriptor_response.file_descriptor_proto  # the API can be described
