@@ -37,16 +37,20 @@ def fuse_transformer(
     from onnxruntime.transformers import optimizer
 
     # The optimizer logs every pattern it tried and missed at WARNING; keep the CLI readable.
-    fusion_logger = logging.getLogger("onnxruntime.transformers")
-    level = fusion_logger.level
-    fusion_logger.setLevel(logging.ERROR)
+    # Its modules log under their bare names too (fusion_base: "Fused Gelu: 6" at INFO, ...).
+    loggers = [logging.getLogger(name) for name in (
+        "onnxruntime.transformers", "fusion_base", "fusion_utils", "onnx_model", "onnx_model_bert")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         model = optimizer.optimize_model(
             str(src), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
             opt_level=0, use_gpu=for_gpu,
         )
     finally:
-        fusion_logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
     stats = model.get_fused_operator_statistics()
     model.save_model_to_file(str(dst))
     return {op: int(stats[op]) for op in REPORTED_OPS if stats.get(op)}

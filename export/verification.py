@@ -173,7 +173,8 @@ def reference_embeddings(
 
         model = SentenceTransformer(str(source.path), device="cpu")
         model.max_seq_length = max_length
-        encode = lambda chunk: model.encode(chunk, batch_size=batch_size, convert_to_numpy=True)
+        encode = lambda chunk: model.encode(chunk, batch_size=batch_size, convert_to_numpy=True,
+                                           show_progress_bar=False)  # recserve shows its own progress
     else:
         encode = _mean_pooling_encoder(source.path, max_length)
     parts = []
