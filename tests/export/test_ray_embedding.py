@@ -16,9 +16,9 @@ pytestmark = pytest.mark.ray
 def local_ray():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():  # one local Ray per test session (ray shuts it down at exit):
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # a second init is slow
     yield
-    ray.shutdown()
 
 
 def _vectors(bundle) -> np.ndarray:

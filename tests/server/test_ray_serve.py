@@ -33,7 +33,8 @@ def ray_deployment(small_bundle, tmp_path_factory):
     from server.ray_serve.app import RayServeConfig, deploy
     from server.service.app import AllConfigs
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    if not ray.is_initialized():  # one local Ray per test session (ray shuts it down at exit)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     live = LiveConfig(directory=str(tmp_path_factory.mktemp("ray-live")))
     port, lock = deploy(small_bundle, AllConfigs(live=live),
                         RayServeConfig(replicas=2, replica_cpus=0.5, port=_free_port(),
@@ -45,7 +46,6 @@ def ray_deployment(small_bundle, tmp_path_factory):
     finally:
         channel.close()
         serve.shutdown()
-        ray.shutdown()
         lock.close()
 
 
@@ -127,6 +127,14 @@ def test_health_and_reflection_answer_through_the_proxy(ray_deployment):
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=30))
     services = {s.name for s in answer.list_services_response.service}
     assert "recserve.v1.Recommender" in services
+
+
+def test_the_python_client_works_against_the_proxy_as_it_is(ray_deployment):
+    from clients.client import RecommenderClient
+
+    client = RecommenderClient(channel=ray_deployment)
+    assert client.health() == "SERVING"
+    assert len(client.recommend("heart shaped candle", k=3).items) == 3
 
 
 def test_killing_a_replica_under_load_fails_at_most_the_calls_in_flight_on_it(ray_deployment):
