@@ -25,8 +25,8 @@ from server.service import write_rpcs
 from server.service.convert import query_from_proto, result_to_proto, timings_to_proto
 from server.service.info import public_manifest, public_name
 from server.service.status_map import status_for
-from server.workers.identity import worker_id
 from server.service.validation import validate_batch, validate_recommend
+from server.workers.identity import worker_id
 
 if TYPE_CHECKING:
     from server.service.app import RecserveServer
