@@ -59,12 +59,14 @@ def bundle_manifest(small_bundle) -> dict:
 
 
 @pytest.fixture
-async def running_server(small_bundle):
-    """(server, stub) for a real server on a free port; stopped after the test."""
+async def running_server(small_bundle, tmp_path):
+    """(server, stub) for a real server on a free port, with its own empty live directory (no
+    test sees another's writes); stopped after the test."""
+    from server.live.config import LiveConfig
     from server.service.app import AllConfigs, ServerConfig, create_server
 
-    server, port = await create_server(small_bundle, "127.0.0.1:0",
-                                       AllConfigs(server=ServerConfig(metrics_port=0)))
+    configs = AllConfigs(server=ServerConfig(metrics_port=0), live=LiveConfig(directory=str(tmp_path / "live")))
+    server, port = await create_server(small_bundle, "127.0.0.1:0", configs)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
         yield server, recommender_pb2_grpc.RecommenderStub(channel), channel
