@@ -5,12 +5,16 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 
 from protos import recommender_pb2_grpc
+from tests.server.serve_process import free_port
 
 
 def _take_sample(catalog: Path, interactions: Path, out: Path, n_items: int = 400) -> tuple[Path, Path]:
@@ -73,3 +77,25 @@ async def running_server(small_bundle, tmp_path):
     finally:
         await channel.close()
         await server.stop()
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory):
+    """URI of a Milvus Lite gRPC server in its own process, stopped after the session."""
+    port = free_port()
+    data = tmp_path_factory.mktemp("milvus-data")
+    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # the server prints its address once it listens
+        line = proc.stdout.readline()
+        if "listening" in line:
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"Milvus Lite did not start: {line!r}")
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)

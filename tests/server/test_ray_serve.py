@@ -3,8 +3,6 @@ answers like `recserve serve` on the same bundle."""
 
 from __future__ import annotations
 
-import socket
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -12,14 +10,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc
+from tests.server.serve_process import free_port
 
 pytestmark = pytest.mark.ray
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +30,8 @@ def ray_deployment(small_bundle, tmp_path_factory):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     live = LiveConfig(directory=str(tmp_path_factory.mktemp("ray-live")))
     port, lock = deploy(small_bundle, AllConfigs(live=live),
-                        RayServeConfig(replicas=2, replica_cpus=0.5, port=_free_port(),
-                                       http_port=_free_port()))
+                        RayServeConfig(replicas=2, replica_cpus=0.5, port=free_port(),
+                                       http_port=free_port()))
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     grpc.channel_ready_future(channel).result(timeout=30)
     try:
