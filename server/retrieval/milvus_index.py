@@ -16,8 +16,10 @@ import numpy as np
 
 from export.errors import BundleError
 from export.milvus_collection import ATTRS, ID, INSERT_BATCH, VECTOR, batches, item_rows
+from server.retrieval.dense_rows import write_rows
 from server.retrieval.filters import ItemFilter
 from server.retrieval.rwlock import ReadWriteLock
+
 
 def _literal(value: str) -> str:
     return json.dumps(str(value))  # a double-quoted string with escapes Milvus accepts
@@ -119,15 +121,7 @@ class MilvusIndex:
         for batch in batches(np.arange(len(labels)), INSERT_BATCH):
             self.client.upsert(self.collection, item_rows(vectors[batch], labels[batch], self.attributes))
         with self.lock.write():
-            top = int(labels.max()) + 1
-            if top > len(self.vectors):
-                grown = np.zeros((max(top, int(len(self.vectors) * 1.5)), self.dim), np.float32)
-                grown[: len(self.vectors)] = self.vectors
-                present = np.zeros(len(grown), dtype=bool)
-                present[: len(self.present)] = self.present
-                self.vectors, self.present = grown, present
-            self.vectors[labels] = vectors
-            self.present[labels] = True
+            self.vectors, self.present = write_rows(self.vectors, self.present, labels, vectors)
             self.live_count = int(self.present.sum())
 
     def delete(self, labels: np.ndarray) -> None:

@@ -11,6 +11,7 @@ import threading
 import hnswlib
 import numpy as np
 
+from server.retrieval.dense_rows import write_rows
 from server.retrieval.rwlock import ReadWriteLock
 
 
@@ -102,15 +103,7 @@ class VectorIndex:
                 except RuntimeError:
                     pass  # not previously deleted (or new)
             self.index.add_items(vectors, labels, replace_deleted=False)
-            top = int(labels.max()) + 1
-            if top > len(self.vectors):
-                grown = np.zeros((max(top, int(len(self.vectors) * 1.5)), self.dim), np.float32)
-                grown[: len(self.vectors)] = self.vectors
-                present = np.zeros(len(grown), dtype=bool)
-                present[: len(self.present)] = self.present
-                self.vectors, self.present = grown, present
-            self.vectors[labels] = vectors
-            self.present[labels] = True
+            self.vectors, self.present = write_rows(self.vectors, self.present, labels, vectors)
             self.live_count = int(self.present.sum())
 
     def delete(self, labels: np.ndarray) -> None:

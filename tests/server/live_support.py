@@ -41,4 +41,7 @@ def item(item_id: str, **attrs: str) -> ItemWrite:
 
 
 def knn_labels(live: LiveState, vector: np.ndarray, k: int = 10) -> list[int]:
-    return live.bundle.index.knn(vector[None, :], k)[0][0].tolist()
+    """Nearest labels at a search breadth covering the small test catalog: these tests ask what
+    the index holds, not how well HNSW recalls (a random upserted vector lies far from the tiny
+    encoder's cone of items, where the default ef sometimes misses it)."""
+    return live.bundle.index.knn(vector[None, :], k, ef=max(k, 2 * len(live.bundle.catalog)))[0][0].tolist()
