@@ -7,6 +7,10 @@ A snapshot is a folder `snapshot-<seq>` in the live directory:
     present.npy       which labels can be returned
     popularity.npy    raw live popularity counts (server/live/counters.py)
     cooccurrence.npz  raw live co-occurrence counts
+    item_knn_*.npy, transitions_*.npy
+                      the neighbour tables as live interactions left them, with their pending
+                      pairs as [source, target, strength] rows (absent from snapshots taken
+                      before they were kept: the bundle's tables are used)
     state.json        seq, bundle version, encoder fingerprint, live items, live user
                       histories, and the sha256 of every other file (written last)
 
@@ -30,18 +34,19 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from export.bundle import sha256_file
+from export.bundle import fsync_dir, sha256_file
 from export.hnsw_index import load_index
+from export.neighbours import NeighbourTable
 from server.live.live_state import LiveState
 from server.retrieval.vector_index import VectorIndex
 from server.served_bundle import INDEX_HEADROOM
-from export.bundle import fsync_dir
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1
 STATE_FILE = "state.json"
 _NAME = re.compile(r"^snapshot-(\d+)$")
+NEIGHBOUR_TABLES = ("item_knn", "transitions")  # FeatureTables fields that live interactions bump
 
 
 @dataclass
@@ -76,6 +81,9 @@ def capture(live: LiveState, folder: Path) -> SnapshotDraft:
     arrays = {"vectors": index.vectors[: len(live.bundle.catalog)].copy(),
               "present": index.present[: len(live.bundle.catalog)].copy(),
               "popularity": popularity, "cooccurrence": cooccurrence}
+    for name in NEIGHBOUR_TABLES:
+        table = getattr(live.bundle.tables, name)
+        arrays[name] = NeighbourTable(table.labels.copy(), table.scores.copy(), dict(table.pending))
     state = {"format": FORMAT, "seq": live.last_applied, "bundle_version": live.version,
              "fingerprint": live.fingerprint, "catalog_size": len(live.bundle.catalog),
              "items": live.items_state(), "users": live.bundle.users.live_overlay()}
@@ -97,6 +105,11 @@ def persist(draft: SnapshotDraft, keep: int) -> Path:
     np.save(folder / "present.npy", draft.arrays["present"])
     np.save(folder / "popularity.npy", draft.arrays["popularity"])
     sp.save_npz(folder / "cooccurrence.npz", draft.arrays["cooccurrence"].tocsr(), compressed=False)
+    for name in NEIGHBOUR_TABLES:
+        table = draft.arrays[name]
+        table.save(folder, name)
+        pending = np.array([(s, t, v) for (s, t), v in table.pending.items()], np.float64).reshape(-1, 3)
+        np.save(folder / f"{name}_pending.npy", pending)
     files = sorted(p.name for p in folder.iterdir())
     for name in files:
         _fsync_file(folder / name)
@@ -176,4 +189,10 @@ def restore(live: LiveState, path: Path, state: dict) -> None:
     bundle.index.load_parts(graph, vectors, present)
     bundle.users.restore_live_overlay(state["users"])
     live.counters.restore(np.load(path / "popularity.npy"), sp.load_npz(path / "cooccurrence.npz"))
+    for name in NEIGHBOUR_TABLES:
+        if (path / f"{name}_labels.npy").is_file():  # (checksummed with the rest in read_valid)
+            table = NeighbourTable.load(path, name)
+            pending = np.load(path / f"{name}_pending.npy")
+            table.pending = {(int(s), int(t)): float(v) for s, t, v in pending}
+            setattr(bundle.tables, name, table)
     live.last_applied = int(state["seq"])

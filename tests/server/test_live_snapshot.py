@@ -48,6 +48,11 @@ def test_restore_then_replay_equals_the_state_before_the_crash(small_bundle, tmp
     label = recovered.bundle.catalog.label_of["NEW-1"]
     found_labels = recovered.bundle.index.knn(recovered.bundle.index.vectors[label][None], 5)[0][0]
     assert found_labels[0] == label and 0 not in found_labels
+    # live interactions before the snapshot moved the neighbour tables (state_of compares
+    # them, pending pairs included): the snapshot kept those moves
+    pristine = fresh_live(small_bundle).bundle.tables.item_knn
+    restored = snapshot.NeighbourTable.load(path, "item_knn")
+    assert (restored.scores != pristine.scores).any() or recovered.bundle.tables.item_knn.pending
 
 
 def test_a_corrupt_or_foreign_snapshot_is_skipped_for_an_older_valid_one(small_bundle, tmp_path):

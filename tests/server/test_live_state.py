@@ -30,6 +30,8 @@ def state_of(live) -> dict:
         "present": b.index.present[:n].tolist(), "vectors": b.index.vectors[:n].round(6).tolist(),
         "popularity": b.tables.popularity[:n].round(6).tolist(),
         "cooccurrence": b.tables.cooccurrence[:n, :n].toarray().round(6).tolist(),
+        **{name: (table.labels.tolist(), table.scores.tolist(), dict(table.pending))
+           for name, table in (("item_knn", b.tables.item_knn), ("transitions", b.tables.transitions))},
         "users": b.users.live_overlay(), "last_applied": live.last_applied,
         "versions": {k: v.version for k, v in live.items.items()},
     }
