@@ -20,7 +20,12 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 
 async def test_no_call_fails_after_the_first_serving(small_bundle, tmp_path):
     port = free_port()
-    server = ServeProcess(small_bundle, tmp_path / "live", port=port)
+    # warm-up inference waits while this file exists, so the port is surely open before the
+    # server is ready (a small bundle on a quiet machine is otherwise ready before the first poll)
+    hold = tmp_path / "hold-warm-up"
+    hold.write_text("hang")
+    server = ServeProcess(small_bundle, tmp_path / "live", port=port,
+                          env={"RECSERVE_BATCHER_FAULT_FILE": str(hold)})
     try:
         # reconnect every few ms, so the poll sees the port the moment it listens
         options = [("grpc.initial_reconnect_backoff_ms", 5), ("grpc.min_reconnect_backoff_ms", 5),
@@ -35,6 +40,8 @@ async def test_no_call_fails_after_the_first_serving(small_bundle, tmp_path):
                     reply = await health.Check(health_pb2.HealthCheckRequest(service="recserve.v1.Recommender"),
                                                timeout=0.5)
                     statuses.append(reply.status)
+                    if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                        hold.unlink(missing_ok=True)  # seen not ready: let the warm-up finish
                     if reply.status == SERVING:
                         first_serving = time.monotonic()
                 except grpc.aio.AioRpcError as err:  # not listening yet
