@@ -51,6 +51,14 @@ FEATURES: tuple[str, ...] = (
     "source_count",
 )
 FEATURES_VERSION = 2
+# What an item nobody has interacted with yet (a cold item) has at 0: the columns read from
+# interaction tables or from the collaborative sources. The ranker's training also shows it
+# such rows (train/ranker/cold_items.py), so cold items are ranked on their content.
+COLLABORATIVE_SOURCES: tuple[str, ...] = ("item_knn", "transitions", "popular", "trending")
+INTERACTION_FEATURES: tuple[str, ...] = (
+    "co_occurrence", "popularity", "already_interacted", "item_knn", "transition", "trending",
+    "repeat_purchase", *(f"rank_{name}" for name in COLLABORATIVE_SOURCES),
+)
 FEATURE_NAMES = FEATURES  # the name train/ and older code use
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
 

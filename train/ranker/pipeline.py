@@ -67,6 +67,7 @@ def fit_bundle_ranker(bundle_dir: str | Path, interactions: str | Path, columns,
     from train.evaluation.engine_recommender import make_engine
     from train.evaluation.training_view import load_bundle_events, with_training_tables
     from train.ranker.boosting import fit_gbdt, gbdt_metrics
+    from train.ranker.cold_items import cold_copies, with_cold_copies
     from train.ranker.examples import window_examples
     from train.ranker.fit import collect, fit_weights, ranking_metrics
 
@@ -114,8 +115,14 @@ def fit_bundle_ranker(bundle_dir: str | Path, interactions: str | Path, columns,
         section["model_skipped"] = (f"{positives} fit examples have their next item among the "
                                     f"candidates; trees need {config.min_positive_examples}")
         return FittedBundleRanker(section, None)
-    trees = fit_gbdt(sets["fit"], sets["validation"], FEATURE_NAMES, seed=config.seed)
+    # trees also learn the cold case (train/ranker/cold_items.py); early stopping on the
+    # validation slice as logged (stopping on both cut the rounds and cost warm NDCG)
+    trees = fit_gbdt(with_cold_copies(sets["fit"], config.seed), sets["validation"], FEATURE_NAMES,
+                     seed=config.seed)
     validation["gbdt"] = gbdt_metrics(sets["validation"], trees, k)
+    cold_validation = cold_copies(sets["validation"], config.seed + 1)
+    validation["cold_copies"] = {"gbdt": gbdt_metrics(cold_validation, trees, k),
+                                 "linear": ranking_metrics(cold_validation, learned, k)}
     import lightgbm
 
     model = RankerSection(RANKER_FILE, hashlib.sha256(trees.onnx).hexdigest(),
