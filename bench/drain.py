@@ -69,7 +69,7 @@ def main() -> int:
     if args.bundle:
         bundle = Path(args.bundle)
     else:
-        from server.default_bundle import default_bundle_path
+        from train.default_bundle import default_bundle_path
 
         bundle = default_bundle_path()
     results = [asyncio.run(trial(bundle, args.port + i, args.calls)) for i in range(args.trials)]

@@ -1,7 +1,7 @@
 """The two retrieval backends side by side on one bundle: top-10 agreement, latency, memory.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/milvus_vs_hnsw.py \
-        --bundle ~/.cache/recserve/default-minilm-int8-demo-v1 --queries 300
+        --bundle ~/.cache/recserve/default-minilm-int8-demo-v2 --queries 300
 
 Starts a Milvus Lite server (its own process), loads the bundle's vectors into a collection
 exactly as `recserve build --retrieval milvus` does, and queries both backends with the

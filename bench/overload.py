@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _default_bundle() -> Path:
-    from server.default_bundle import default_bundle_path
+    from train.default_bundle import default_bundle_path
 
     return default_bundle_path()
 

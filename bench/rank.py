@@ -85,7 +85,7 @@ def main() -> int:
     if args.bundle:
         bundle_path = Path(args.bundle)
     else:
-        from server.default_bundle import default_bundle_path
+        from train.default_bundle import default_bundle_path
 
         bundle_path = default_bundle_path()
     bundle = ServedBundle.load(bundle_path)

@@ -1,7 +1,7 @@
 """Ray Serve capacity (1 vs 2 replicas) and what callers see when a replica is killed under load.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/ray_serve.py \
-        --bundle ~/.cache/recserve/default-minilm-int8-demo-v1 --replicas 1,2 --seconds 20 --kill
+        --bundle ~/.cache/recserve/default-minilm-int8-demo-v2 --replicas 1,2 --seconds 20 --kill
 
 For each replica count: a fresh local Ray (num_cpus = --cpus), the bundle deployed with
 replicas sharing those CPUs, then --concurrency closed-loop callers over real gRPC through

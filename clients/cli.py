@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     from export.errors import RecserveError  # light module; keeps errors one line
 
     try:
+        if name == "serve" and not args.bundle:  # the default bundle is built by train/ (it fits a ranker)
+            from train.default_bundle import default_bundle_path
+
+            args.bundle = str(default_bundle_path())
         return int(module.run(args) or 0)
     except (RecserveError, InvalidOption) as exc:
         print(f"recserve {name}: error: {exc}", file=sys.stderr)

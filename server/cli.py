@@ -161,11 +161,9 @@ def check_port_free(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configs = configs_from_args(args)
-    bundle = args.bundle
+    bundle = args.bundle  # without --bundle the console script passes the default one (clients/cli.py)
     if not bundle:
-        from server.default_bundle import default_bundle_path
-
-        bundle = str(default_bundle_path())
+        raise SystemExit("recserve serve: --bundle is required")
     workers = auto_workers() if str(args.workers) == "auto" else int(args.workers)
     if workers < 1:
         raise SystemExit("recserve serve: --workers takes a number >= 1 or `auto`")

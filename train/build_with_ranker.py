@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Callable
 
 from export import cli_build
 from export.errors import InvalidInput
@@ -39,27 +40,41 @@ def run(args: argparse.Namespace) -> int:
         return cli_build.run(args)
     from export.catalog import InteractionColumns
     from train.cli_ranker import progress_bars, ranker_config, summary
-    from train.ranker.bundle_copy import write_with_ranker
-    from train.ranker.pipeline import fit_bundle_ranker
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise InvalidInput(f"output {out.resolve()} already exists and is not empty")
     config = ranker_config(args)  # refuse bad ranker options before the long build
-    staging = out.parent / f".{out.name}.unranked-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staged = argparse.Namespace(**{**vars(args), "out": str(staging), "overwrite": False})
-    try:
+
+    def build(staging: Path) -> None:
+        staged = argparse.Namespace(**{**vars(args), "out": str(staging), "overwrite": False})
         with contextlib.redirect_stdout(sys.stderr):  # it prints the staging path
             cli_build.run(staged)
-        with progress_bars(args.quiet) as bars:
-            fitted = fit_bundle_ranker(staging, args.interactions,
-                                       InteractionColumns.parse(args.interaction_columns),
-                                       config, bars)
-        manifest = write_with_ranker(staging, out, fitted.section, overwrite=args.overwrite,
+
+    with progress_bars(args.quiet) as bars:
+        section, manifest = build_ranked(build, out, args.interactions,
+                                         InteractionColumns.parse(args.interaction_columns),
+                                         config, bars, overwrite=args.overwrite)
+    print(f"{summary(section)}; bundle version {manifest['version']}", file=sys.stderr)
+    print(args.out)
+    return 0
+
+
+def build_ranked(build: Callable[[Path], None], out: Path, interactions, columns, config,
+                 progress=None, overwrite: bool = False) -> tuple[dict, dict]:
+    """`build(staging)` writes a bundle into a staging folder beside `out`; the ranker is
+    fitted on it and the final bundle, ranker included, is committed to `out`.
+    Returns (manifest["ranker"], the final manifest)."""
+    from train.ranker.bundle_copy import write_with_ranker
+    from train.ranker.pipeline import fit_bundle_ranker
+
+    staging = out.parent / f".{out.name}.unranked-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        build(staging)
+        fitted = fit_bundle_ranker(staging, interactions, columns, config, progress)
+        manifest = write_with_ranker(staging, out, fitted.section, overwrite=overwrite,
                                      model=fitted.onnx, move=True, record_parent=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"{summary(fitted.section)}; bundle version {manifest['version']}", file=sys.stderr)
-    print(args.out)
-    return 0
+    return fitted.section, manifest

@@ -1,5 +1,8 @@
-"""The default bundle: the shipped all-MiniLM-L6-v2 at int8 over the bundled demo catalog.
+"""The default bundle: the shipped all-MiniLM-L6-v2 at int8 over the bundled demo catalog,
+with the learned ranker fitted on the demo interactions (what `recserve build` does with
+interactions), so `recserve serve` with no bundle serves the way a default build does.
 
+It lives in train/ because fitting the ranker is training (server/ must not import train/).
 Built once on first use and cached under the user's cache directory; a file lock keeps two
 servers starting at once from building it twice.
 """
@@ -13,7 +16,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v1"
+DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v2"  # v2: with the learned ranker
+ENCODER_NAME = "default-minilm-int8-demo-v1.encoder"  # unchanged since v1: caches keep it
 
 
 def cache_dir() -> Path:
@@ -37,12 +41,19 @@ def default_bundle_path() -> Path:
 
 def build_default_bundle(root: Path, bundle: Path) -> None:
     from export.build import build_bundle
+    from export.catalog import InteractionColumns
     from export.demo import demo_catalog_path, demo_interactions_path
     from export.encoder_export import export_encoder
+    from train.build_with_ranker import build_ranked
+    from train.ranker.pipeline import RankerFitConfig
 
-    encoder = root / f"{DEFAULT_BUNDLE_NAME}.encoder"
+    encoder = root / ENCODER_NAME
     if not (encoder / "manifest.json").is_file():
         log.info("exporting the default encoder (first use) to %s", encoder)
         export_encoder("default", encoder, precision="int8")
     log.info("building the default bundle from the demo catalog to %s", bundle)
-    build_bundle(encoder, demo_catalog_path(), demo_interactions_path(), bundle)
+    interactions = demo_interactions_path()
+    section, _ = build_ranked(
+        lambda staging: build_bundle(encoder, demo_catalog_path(), interactions, staging),
+        bundle, interactions, InteractionColumns(), RankerFitConfig())
+    log.info("default bundle ranker: %s", "trees" if section.get("model") else "linear")
