@@ -2,10 +2,13 @@
 
 The proxy registers the unchanged recserve.v1.Recommender service (plus grpc.health.v1 and
 reflection), so clients, `recserve query` and `recserve loadtest` work against it as they
-are. Ray routes each call to a replica with room (max_ongoing_requests), queues at most
-max_queued_requests more and refuses the rest with RESOURCE_EXHAUSTED, restarts a replica
-whose health check fails, and replaces replicas one by one when the bundle changes (a new
-deployment version: old replicas serve until the new ones are up).
+are. The proxy calls a thin ingress deployment (server/ray_serve/ingress.py) that forwards
+each call through a DeploymentHandle to an engine replica with room (max_ongoing_requests);
+Ray queues at most max_queued_requests more and the rest are refused with RESOURCE_EXHAUSTED.
+A read whose replica dies is retried on another, a write gets UNAVAILABLE (the proxy alone
+would answer INTERNAL). Ray restarts a replica whose health check fails and replaces replicas
+one by one when the bundle changes (a new deployment version: old replicas serve until the
+new ones are up).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class RayServeConfig(RecserveSettings):
     single_host: bool = True
     """Every replica runs on this host: they share the live directory (writes on). False
     (a multi-host cluster): replicas are read-only, the log would need a shared service."""
+    ingress_replicas: int = 1
+    """Replicas of the forwarding ingress (no CPU reserved: it only awaits the engine)."""
     request_timeout_s: float = 30.0
     """End-to-end limit the proxy puts on a call (Ray does not forward client deadlines)."""
 
@@ -72,6 +77,15 @@ def deployment_options(config: RayServeConfig) -> dict[str, Any]:
     else:
         options["num_replicas"] = config.replicas
     return options
+
+
+def ingress_options(config: RayServeConfig) -> dict[str, Any]:
+    """The ingress holds every call the engine replicas work on or Ray queues for them, so
+    that the refusal at capacity is the engine deployment's (RESOURCE_EXHAUSTED at once)."""
+    most_replicas = max(config.replicas, config.autoscale_max)
+    calls = config.max_ongoing_requests * most_replicas + config.max_queued_requests
+    return {"num_replicas": config.ingress_replicas, "ray_actor_options": {"num_cpus": 0},
+            "max_ongoing_requests": calls + 1}
 
 
 def live_writes(configs: AllConfigs, config: RayServeConfig) -> bool:
@@ -99,11 +113,13 @@ def build_app(bundle_path: str | Path, configs: AllConfigs, config: RayServeConf
     """The application; its arguments (bundle path, configs) make up the deployment version."""
     from ray import serve
 
+    from server.ray_serve.ingress import RecommenderIngress
     from server.ray_serve.replica import RecommenderReplica
 
-    deployment = serve.deployment(RecommenderReplica, name="Recommender", **deployment_options(config))
-    return deployment.bind(str(Path(bundle_path).resolve()),
-                           replica_configs(bundle_path, configs, config), config.replicas)
+    engine = serve.deployment(RecommenderReplica, name="Recommender", **deployment_options(config))
+    ingress = serve.deployment(RecommenderIngress, name="Ingress", **ingress_options(config))
+    return ingress.bind(engine.bind(str(Path(bundle_path).resolve()),
+                                    replica_configs(bundle_path, configs, config), config.replicas))
 
 
 def deploy(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig) -> tuple[int, Any]:
