@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 .venv/bin/python bench/ray_serve.py \
         --bundle ~/.cache/recserve/default-minilm-int8-demo-v2 --replicas 1,2 --seconds 20 --kill
 
-For each replica count: a fresh local Ray (num_cpus = --cpus), the bundle deployed with
+For each ingress setting (--ingress 1,0: with and without the retrying ingress) and replica count: a fresh local Ray (num_cpus = --cpus), the bundle deployed with
 replicas sharing those CPUs, then --concurrency closed-loop callers over real gRPC through
 Ray's proxy send Recommend (text queries from the demo catalog) for --seconds. With --kill,
 one replica actor is killed (ray.kill) a third of the way in; every non-OK status is
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--kill", action="store_true")
+    parser.add_argument("--ingress", default="1,0",
+                        help="ingress replicas to compare, run in turn (0 = the proxy calls the engine)")
     args = parser.parse_args()
 
     import ray
@@ -114,16 +116,18 @@ def main() -> None:
 
     queries = [r.title for r in read_catalog(demo_catalog_path())][:500]
     results = {}
-    for replicas in (int(r) for r in args.replicas.split(",")):
+    runs = [(int(i), int(r)) for i in args.ingress.split(",") for r in args.replicas.split(",")]
+    for ingress, replicas in runs:
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        name = f"ingress{ingress}_{replicas}_replicas"
         try:
             port, _ = deploy(args.bundle, AllConfigs(live=LiveConfig(enabled=False)), RayServeConfig(
                 replicas=replicas, replica_cpus=args.cpus / replicas, port=free_port(),
-                http_port=free_port()))
+                http_port=free_port(), ingress_replicas=ingress))
             load(port, queries, args.concurrency, 3, None)  # warm
-            results[f"{replicas}_replicas"] = load(port, queries, args.concurrency, args.seconds, None)
+            results[name] = load(port, queries, args.concurrency, args.seconds, None)
             if args.kill and replicas > 1:
-                results[f"{replicas}_replicas_kill_one"] = load(
+                results[f"{name}_kill_one"] = load(
                     port, queries, args.concurrency, args.seconds, args.seconds / 3)
         finally:
             serve.shutdown()

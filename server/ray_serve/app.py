@@ -17,6 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from export.settings import RecserveSettings, settings_config
 from server.live.log_sharing import LogSharing
 from server.live.service import live_directory, lock_live_directory
@@ -55,8 +57,10 @@ class RayServeConfig(RecserveSettings):
     single_host: bool = True
     """Every replica runs on this host: they share the live directory (writes on). False
     (a multi-host cluster): replicas are read-only, the log would need a shared service."""
-    ingress_replicas: int = 1
-    """Replicas of the forwarding ingress (no CPU reserved: it only awaits the engine)."""
+    ingress_replicas: int = Field(1, ge=0)
+    """Replicas of the forwarding ingress (no CPU reserved: it only awaits the engine). 0: the
+    proxy calls the engine replicas directly, faster, but a call in flight on a replica that
+    dies comes back INTERNAL instead of being retried (docs/SCALING.md)."""
     request_timeout_s: float = 30.0
     """End-to-end limit the proxy puts on a call (Ray does not forward client deadlines)."""
 
@@ -117,9 +121,11 @@ def build_app(bundle_path: str | Path, configs: AllConfigs, config: RayServeConf
     from server.ray_serve.replica import RecommenderReplica
 
     engine = serve.deployment(RecommenderReplica, name="Recommender", **deployment_options(config))
-    ingress = serve.deployment(RecommenderIngress, name="Ingress", **ingress_options(config))
-    return ingress.bind(engine.bind(str(Path(bundle_path).resolve()),
-                                    replica_configs(bundle_path, configs, config), config.replicas))
+    engine_app = engine.bind(str(Path(bundle_path).resolve()),
+                             replica_configs(bundle_path, configs, config), config.replicas)
+    if config.ingress_replicas == 0:
+        return engine_app
+    return serve.deployment(RecommenderIngress, name="Ingress", **ingress_options(config)).bind(engine_app)
 
 
 def deploy(bundle_path: str | Path, configs: AllConfigs, config: RayServeConfig) -> tuple[int, Any]:

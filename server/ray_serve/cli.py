@@ -29,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replica-cpus", type=float, help="CPUs reserved per replica (default 1)")
     parser.add_argument("--replica-gpus", type=float, help="GPUs reserved per replica (default 0)")
     parser.add_argument("--http-port", type=int, help="Ray Serve's HTTP proxy port (default 8000)")
+    parser.add_argument("--ingress-replicas", type=int,
+                        help="replicas of the ingress that retries reads a dead replica lost "
+                             "(default 1; 0 = the proxy calls the engine directly: faster, "
+                             "such calls come back INTERNAL)")
     parser.add_argument("--address", help="Ray cluster to deploy to (default: start a local Ray)")
 
 
@@ -57,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_settings(RayServeConfig, args.config, replicas=args.replicas, autoscale_min=low,
                            autoscale_max=high, replica_cpus=args.replica_cpus,
                            replica_gpus=args.replica_gpus, port=args.port, http_port=args.http_port,
+                           ingress_replicas=args.ingress_replicas,
                            single_host=False if args.address else None)
     ray.init(address=args.address, log_to_driver=False)
     port, live_lock = deploy(args.bundle, configs_from_args(args), config)

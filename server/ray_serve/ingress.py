@@ -1,5 +1,5 @@
-"""The deployment Ray's gRPC proxy calls: it forwards each RPC to an engine replica through a
-DeploymentHandle and owns what a caller sees when that replica dies.
+"""The deployment Ray's gRPC proxy calls (by default): it forwards each RPC to an engine
+replica through a DeploymentHandle and owns what a caller sees when that replica dies.
 
 Ray's proxy answers INTERNAL for a call whose replica died under it (the RayActorError is
 not a status it maps), so a client cannot tell "retry me" from a bug. Here a read that lost
@@ -7,22 +7,19 @@ its replica is sent again to another one (reads have no side effects), and a wri
 answered UNAVAILABLE: it may have been logged before the replica died, and the client's
 retry carries the same request_id, which the log applies at most once (server/live/).
 Ray's own refusal when every replica and the queue are full stays RESOURCE_EXHAUSTED.
+The hop costs throughput (docs/SCALING.md); `ingress_replicas = 0` skips it.
 """
 
 from __future__ import annotations
 
 import grpc
-from grpc_health.v1 import health_pb2
 
-from protos import recommender_pb2 as pb
+from server.ray_serve.rpcs import CallFailed, answers_recommender_rpcs
 
 READS = frozenset({"Recommend", "RecommendBatch", "Embed", "GetInfo"})
 READ_ATTEMPTS = 3  # a second replica is enough unless several die at once
 REPLICA_LOST = "the replica serving this call stopped; retry (a write's request_id keeps it applied once)"
-
-
-class CallFailed(Exception):
-    """A non-OK status set on the proxy's context: raised so the proxy answers with it."""
+OK = grpc.StatusCode.OK.value[0]
 
 
 def replica_lost_errors() -> tuple[type[BaseException], ...]:
@@ -32,6 +29,7 @@ def replica_lost_errors() -> tuple[type[BaseException], ...]:
     return RayActorError, ActorUnavailableError, ReplicaUnavailableError, DeploymentUnavailableError
 
 
+@answers_recommender_rpcs
 class RecommenderIngress:
     """Deployment body (server/ray_serve/app.py); `engine` is the handle of the engine replicas."""
 
@@ -42,60 +40,31 @@ class RecommenderIngress:
         self.lost = replica_lost_errors()
         self.back_pressure = BackPressureError
 
-    async def _forward(self, method: str, request, grpc_context, empty):
-        attempts = READ_ATTEMPTS if method in READS else 1
-        for attempt in range(attempts):
+    async def _forward(self, method: str, request, grpc_context):
+        for _ in range(READ_ATTEMPTS if method in READS else 1):
             try:
                 response, code, details = await self.engine.call.remote(method, request, grpc_context)
                 break
             except self.back_pressure:
-                response, code, details = None, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], \
-                    "server is at capacity; retry with backoff"
+                response, code = None, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+                details = "server is at capacity; retry with backoff"
                 break
             except self.lost:
                 response, code, details = None, grpc.StatusCode.UNAVAILABLE.value[0], REPLICA_LOST
-        if code != grpc.StatusCode.OK.value[0]:
+        if code != OK:
             grpc_context.set_code(_status(code))
             grpc_context.set_details(details)
             raise CallFailed(details)
-        return response if response is not None else empty
+        return response
 
-    async def Recommend(self, request: pb.RecommendRequest, grpc_context) -> pb.RecommendResponse:
-        return await self._forward("Recommend", request, grpc_context, pb.RecommendResponse())
-
-    async def RecommendBatch(self, request: pb.RecommendBatchRequest, grpc_context) -> pb.RecommendBatchResponse:
-        return await self._forward("RecommendBatch", request, grpc_context, pb.RecommendBatchResponse())
-
-    async def Embed(self, request: pb.EmbedRequest, grpc_context) -> pb.EmbedResponse:
-        return await self._forward("Embed", request, grpc_context, pb.EmbedResponse())
-
-    async def GetInfo(self, request: pb.GetInfoRequest, grpc_context) -> pb.GetInfoResponse:
-        return await self._forward("GetInfo", request, grpc_context, pb.GetInfoResponse())
-
-    async def UpsertItems(self, request: pb.UpsertItemsRequest, grpc_context) -> pb.WriteResponse:
-        return await self._forward("UpsertItems", request, grpc_context, pb.WriteResponse())
-
-    async def DeleteItems(self, request: pb.DeleteItemsRequest, grpc_context) -> pb.WriteResponse:
-        return await self._forward("DeleteItems", request, grpc_context, pb.WriteResponse())
-
-    async def RecordInteractions(self, request: pb.RecordInteractionsRequest, grpc_context) -> pb.WriteResponse:
-        return await self._forward("RecordInteractions", request, grpc_context, pb.WriteResponse())
-
-    async def Reload(self, request: pb.ReloadRequest, grpc_context) -> pb.ReloadResponse:
-        # A new bundle is a new deployment version (`recserve serve-ray --bundle NEW` rolls
-        # the replicas over); Reload here would reload one replica (refused unless allowed).
-        return await self._forward("Reload", request, grpc_context, pb.ReloadResponse())
-
-    async def Check(self, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:
-        """grpc.health.v1 through the proxy: SERVING when an engine replica is ready."""
+    async def _ready(self) -> bool:
+        """An engine replica is ready (the health check is a read: retried the same way)."""
         for _ in range(READ_ATTEMPTS):
             try:
-                ready = await self.engine.ready.remote()
-                break
+                return await self.engine.ready.remote()
             except self.lost:
-                ready = False
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        return health_pb2.HealthCheckResponse(status=status)
+                continue
+        return False
 
 
 def _status(code: int) -> grpc.StatusCode:

@@ -20,6 +20,7 @@ import os
 import grpc
 
 from server.live.log_sharing import ENV_COUNT, ENV_INDEX
+from server.ray_serve.rpcs import CallFailed, answers_recommender_rpcs
 from server.service.app import AllConfigs, RecserveServer
 from server.service.servicer import RecommenderServicer
 
@@ -37,8 +38,10 @@ class _CallContext:
         return getattr(self._ray, name)
 
 
+@answers_recommender_rpcs
 class RecommenderReplica:
-    """Engine deployment body (server/ray_serve/app.py); the ingress calls `call` and `ready`."""
+    """Engine deployment body (server/ray_serve/app.py): the ingress calls `call` and `ready`;
+    with no ingress the proxy calls the RPC methods themselves."""
 
     async def __init__(self, bundle_path: str, configs: AllConfigs, replicas: int = 1) -> None:
         if configs.live.enabled:  # one log, many appliers: this replica is applier `rank`
@@ -63,6 +66,15 @@ class RecommenderReplica:
     async def ready(self) -> bool:
         """This replica's readiness (real inference health), for grpc.health.v1 Check."""
         return self.server.ready
+
+    _ready = ready
+
+    async def _forward(self, method: str, request, grpc_context):
+        """Called by the proxy itself: the servicer set any status on the proxy's context."""
+        response, code, details = await self.call(method, request, grpc_context)
+        if code != grpc.StatusCode.OK.value[0]:
+            raise CallFailed(details)
+        return response
 
     async def check_health(self) -> None:
         """Ray Serve's replica health probe: a replica whose backend failed is restarted."""

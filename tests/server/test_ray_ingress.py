@@ -11,7 +11,8 @@ from ray.exceptions import ActorDiedError
 from ray.serve.exceptions import BackPressureError
 
 from protos import recommender_pb2 as pb
-from server.ray_serve.ingress import CallFailed, RecommenderIngress
+from server.ray_serve.ingress import RecommenderIngress
+from server.ray_serve.rpcs import CallFailed
 
 
 class _Method:
