@@ -34,6 +34,9 @@ class RuntimeConfig(RecserveSettings):
     """GPU ordinal for the CUDA and TensorRT providers."""
     io_binding: Literal["auto", "on", "off"] = "auto"
     """ORT IO binding: auto = on for the GPU providers, off on CPU."""
+    cpu_mem_arena: bool = True
+    """ORT's CPU memory arena: keeps the largest batch's buffers after warm-up (+~140 MB per
+    process for MiniLM at 16 x 256 tokens); off, each run allocates afresh (bench/ort_arena.py)."""
 
 
 def _trt_profile(buckets: Sequence[int], max_batch: int, names: Sequence[str]) -> dict[str, str]:
@@ -116,6 +119,7 @@ class EncoderRuntime:
         options.intra_op_num_threads = config.intra_op_threads or usable_cpus()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.enable_cpu_mem_arena = config.cpu_mem_arena
         if needs_exact_int8_path(quantization):
             # Signed int8 weights on AVX2/AVX512 without VNNI: u8*s8 pairs saturate the 16-bit
             # intermediate (vpmaddubsw); this ORT option takes the exact, slower kernels.

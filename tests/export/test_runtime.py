@@ -59,3 +59,15 @@ def test_io_binding_path_gives_the_same_vectors(tiny_onnx_dir):
     bound = EncoderRuntime(tiny_onnx_dir / "model.onnx", RuntimeConfig(io_binding="on"))
     assert bound.io_binding and not plain.io_binding
     np.testing.assert_allclose(bound.run(feeds), plain.run(feeds), atol=1e-6)
+
+
+def test_cpu_arena_setting_reaches_the_session_and_keeps_the_vectors(tiny_onnx_dir):
+    from export.tokenization import pad_batch
+
+    tokenizer = TextTokenizer(tiny_onnx_dir / "tokenizer", max_length=128)
+    feeds = pad_batch(tokenizer.encode(["red lantern", "a much longer product description"]), 16)
+    with_arena = EncoderRuntime(tiny_onnx_dir / "model.onnx", RuntimeConfig(cpu_mem_arena=True))
+    without = EncoderRuntime(tiny_onnx_dir / "model.onnx", RuntimeConfig(cpu_mem_arena=False))
+    assert with_arena.session.get_session_options().enable_cpu_mem_arena
+    assert not without.session.get_session_options().enable_cpu_mem_arena
+    np.testing.assert_allclose(without.run(feeds), with_arena.run(feeds), atol=1e-6)
