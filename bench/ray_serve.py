@@ -117,9 +117,11 @@ def main() -> None:
     queries = [r.title for r in read_catalog(demo_catalog_path())][:500]
     results = {}
     runs = [(int(i), int(r)) for i in args.ingress.split(",") for r in args.replicas.split(",")]
-    for ingress, replicas in runs:
+    for n, (ingress, replicas) in enumerate(runs):
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         name = f"ingress{ingress}_{replicas}_replicas"
+        if runs.count((ingress, replicas)) > 1:  # a repeated pair keeps each pass's figures
+            name += f"_pass{runs[:n].count((ingress, replicas)) + 1}"
         try:
             port, _ = deploy(args.bundle, AllConfigs(live=LiveConfig(enabled=False)), RayServeConfig(
                 replicas=replicas, replica_cpus=args.cpus / replicas, port=free_port(),
