@@ -71,14 +71,17 @@ class Retriever:
                 and not (item_filter.restricts_attributes or item_filter.exclude_labels):
             labels, sims = self._search(interests[0].vector, total, None)  # the common case
             return Candidates(labels, sims)
-        needs_mask = not self.pushdown and (item_filter.restricts_attributes or bool(item_filter.exclude_labels))
+        needs_mask = item_filter.restricts_attributes or bool(item_filter.exclude_labels)
         mask = allowed_mask(item_filter, self.postings, self.index.present) if needs_mask else None
+        # A filter leaving few items is searched exactly on every backend: Milvus's filtered
+        # HNSW search, too, can miss most of a handful of allowed items.
+        pushdown = self.pushdown and not (mask is not None and self._exact_is_cheaper(mask))
         weights = np.asarray([i.weight for i in interests], dtype=np.float32)
         quotas = np.maximum(k, np.ceil(total * weights / weights.sum())).astype(int)
         scale = 0.5 + 0.5 * weights / weights.max()
         found, sims = [], []
         for interest, quota, factor in zip(interests, quotas, scale):
-            if self.pushdown:
+            if pushdown:
                 found.append(self.index.search(interest.vector, int(quota), item_filter))
                 sims = None
             else:
@@ -107,7 +110,7 @@ class Retriever:
         if allowed == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         share = allowed / max(1, self.index.size)
-        if allowed <= self.config.exact_search_max_items or share <= self.config.exact_search_max_share:
+        if self._exact_is_cheaper(mask):
             return self.index.exact(query, np.flatnonzero(mask), k)
         fetch = int(np.ceil(k / share * 1.5))
         for _ in range(self.config.overfetch_rounds):
@@ -117,6 +120,11 @@ class Retriever:
                 return labels[0][kept][:k], sims[0][kept][:k]
             fetch *= 2
         return self.index.exact(query, np.flatnonzero(mask), k)
+
+    def _exact_is_cheaper(self, mask: np.ndarray) -> bool:
+        allowed = int(mask.sum())
+        return allowed <= self.config.exact_search_max_items \
+            or allowed / max(1, self.index.size) <= self.config.exact_search_max_share
 
     def similarity(self, labels: np.ndarray, interests: list[Interest]) -> np.ndarray:
         """[len(labels)] float32 retrieval score of each label (see `interest_scores`)."""
