@@ -205,7 +205,7 @@ def compute_features(
     out[:, COLUMN["trending"]] = gather(tables.trending, candidates)
     age_days = (ctx.now - gather(tables.created_at, candidates, np.nan)) / 86400.0
     freshness = np.exp(-np.log(2) * np.maximum(age_days, 0) / tables.freshness_half_life_days)
-    out[:, COLUMN["freshness"]] = np.nan_to_num(freshness, nan=0.0)
+    out[:, COLUMN["freshness"]] = np.where(np.isnan(freshness), 0.0, freshness)  # unknown age: 0
     if len(ctx.disliked_labels):
         disliked = cand_vectors @ vectors[ctx.disliked_labels].T
         out[:, COLUMN["disliked_similarity"]] = np.maximum(disliked.max(axis=1), 0)

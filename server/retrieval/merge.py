@@ -26,9 +26,8 @@ class MergedCandidates:
 
     def sources_of(self, position: int) -> list[str]:
         """Names of the sources that found candidate `position`, best rank first."""
-        row = self.ranks[position]
-        found = np.flatnonzero(row >= 0)
-        return [SOURCE_NAMES[i] for i in found[np.argsort(row[found], kind="stable")]]
+        row = self.ranks[position].tolist()  # a few columns: plain Python is 4x numpy's calls here
+        return [SOURCE_NAMES[i] for i in sorted((i for i, r in enumerate(row) if r >= 0), key=row.__getitem__)]
 
     def count_by_source(self) -> dict[str, int]:
         return {name: int((self.ranks[:, i] >= 0).sum()) for i, name in enumerate(SOURCE_NAMES)}
