@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import subprocess
 import sys
 import time
@@ -81,21 +82,25 @@ async def running_server(small_bundle, tmp_path):
 
 @pytest.fixture(scope="session")
 def milvus_uri(tmp_path_factory):
-    """URI of a Milvus Lite gRPC server in its own process, stopped after the session."""
+    """URI of a Milvus Lite gRPC server in its own process, stopped after the session.
+
+    Its output goes to a file, not a pipe: a pipe nobody drains fills with the server's logs
+    and then blocks the server mid-session."""
     port = free_port()
     data = tmp_path_factory.mktemp("milvus-data")
+    log_path = data.parent / "milvus-lite.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
                              "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while True:  # the server prints its address once it listens
-        line = proc.stdout.readline()
-        if "listening" in line:
-            break
+    while "listening" not in log_path.read_text():  # the server prints its address once it listens
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail(f"Milvus Lite did not start: {line!r}")
+            pytest.fail(f"Milvus Lite did not start: {log_path.read_text()[-2000:]!r}")
+        time.sleep(0.1)
     yield uri
     proc.terminate()
     proc.wait(timeout=30)
+    log.close()
