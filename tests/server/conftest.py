@@ -80,15 +80,16 @@ async def running_server(small_bundle, tmp_path):
         await server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def milvus_uri(tmp_path_factory):
-    """URI of a Milvus Lite gRPC server in its own process, stopped after the session.
+    """URI of a Milvus Lite gRPC server in its own process, one per test module (a fresh
+    address: no pymilvus connection cached by an earlier module is reused), stopped after it.
 
-    Its output goes to a file, not a pipe: a pipe nobody drains fills with the server's logs
-    and then blocks the server mid-session."""
+    Its output goes to a file, not a pipe: a pipe nobody drains could fill with the server's logs
+    and then block the server mid-session."""
     port = free_port()
     data = tmp_path_factory.mktemp("milvus-data")
-    log_path = data.parent / "milvus-lite.log"
+    log_path = data.with_name(data.name + ".log")
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
                              "--host", "127.0.0.1", "--port", str(port)],
