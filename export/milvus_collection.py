@@ -34,7 +34,7 @@ def connect(uri: str, token: str = "") -> Any:
         # CI once failed every connect after a Milvus Lite server sent GOAWAY "too_many_pings":
         # pymilvus pings every 10 s, also on idle channels, and its reconnects (we believe; not
         # reproduced here) reused gRPC's process-wide subchannel that kept the GOAWAY status. So
-        # ping only during calls, and give each client its own subchannels.
+        # ping only during calls, and give each channel its own subchannels.
         return MilvusClient(uri=uri, token=token, timeout=30,
                             grpc_options={"grpc.keepalive_permit_without_calls": 0,
                                           "grpc.use_local_subchannel_pool": 1})

@@ -90,18 +90,16 @@ def milvus_uri(tmp_path_factory):
     port = free_port()
     data = tmp_path_factory.mktemp("milvus-data")
     log_path = data.with_name(data.name + ".log")
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while "listening" not in log_path.read_text():  # the server prints its address once it listens
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"Milvus Lite did not start: {log_path.read_text()[-2000:]!r}")
-        time.sleep(0.1)
-    yield uri
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data),
+                                 "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 60
+        while "listening" not in log_path.read_text():  # the server prints its address once it listens
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"Milvus Lite did not start: {log_path.read_text()[-2000:]!r}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+        proc.terminate()
+        proc.wait(timeout=30)
