@@ -37,6 +37,9 @@ class RuntimeConfig(RecserveSettings):
     cpu_mem_arena: bool = True
     """ORT's CPU memory arena: keeps the largest batch's buffers after warm-up (+~140 MB per
     process for MiniLM at 16 x 256 tokens); off, each run allocates afresh (bench/ort_arena.py)."""
+    inference_socket: str = ""
+    """Unix socket of the shared inference process (`serve --inference shared` sets it for its
+    workers): the encoder runs there instead of in a session of this process."""
 
 
 def _trt_profile(buckets: Sequence[int], max_batch: int, names: Sequence[str]) -> dict[str, str]:

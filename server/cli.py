@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", default="1",
                         help="serving processes sharing the port: a number or `auto` (usable CPUs); "
                         "default 1 (docs/WORKERS.md)")
+    parser.add_argument("--inference", choices=["auto", "local", "shared"], default="auto",
+                        help="where the encoder runs: a session per worker (local), or one inference "
+                        "process for all workers (shared); auto = shared on a GPU (docs/WORKERS.md)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -168,13 +171,27 @@ def run(args: argparse.Namespace) -> int:
     if workers < 1:
         raise SystemExit("recserve serve: --workers takes a number >= 1 or `auto`")
     if workers > 1:
-        return supervise(args, bundle, configs, workers)
+        shared = shared_inference(args.inference, configs.runtime)
+        return supervise(args, bundle, configs, workers, shared)
+    if args.inference == "shared" and not configs.runtime.inference_socket:
+        raise SystemExit("recserve serve: --inference shared feeds several workers; use --workers 2 or more")
     if not LogSharing.from_env().shared:  # a supervisor's worker shares the port on purpose
         check_port_free(configs.server.host, configs.server.port)
     return asyncio.run(serve(bundle, configs))
 
 
-def supervise(args: argparse.Namespace, bundle: str, configs: AllConfigs, workers: int) -> int:
+def shared_inference(choice: str, runtime: RuntimeConfig) -> bool:
+    """--inference: auto shares one inference process when the encoder would run on a GPU."""
+    if choice != "auto" or runtime.inference_socket:  # a supervisor's worker: already decided
+        return choice == "shared" and not runtime.inference_socket
+    import onnxruntime as ort
+
+    gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(ort.get_available_providers())
+    return bool(gpu) and runtime.provider != "cpu"
+
+
+def supervise(args: argparse.Namespace, bundle: str, configs: AllConfigs, workers: int,
+              shared: bool = False) -> int:
     """`--workers N`: N serving processes on one port (server/workers/supervisor.py)."""
     import sys
 
@@ -185,5 +202,6 @@ def supervise(args: argparse.Namespace, bundle: str, configs: AllConfigs, worker
     config = SupervisorConfig(
         workers=workers, host=server.host, port=server.port,
         metrics_host=getattr(server, "metrics_host", "") or server.host, metrics_port=server.metrics_port,
-        live_dir=live_directory(bundle, configs.live) if configs.live.enabled else None)
+        live_dir=live_directory(bundle, configs.live) if configs.live.enabled else None,
+        shared_inference=shared)
     return WorkerSupervisor(config, argv).run()

@@ -68,6 +68,15 @@ def feature_tables(features: InteractionFeatures, catalog: Catalog,
     )
 
 
+def open_runtime(model_path: Path, config: RuntimeConfig, quantization: dict | None):
+    """A session of this process, or the shared inference process's (config.inference_socket)."""
+    if config.inference_socket:
+        from server.inference.client import RemoteEncoderRuntime
+
+        return RemoteEncoderRuntime(config.inference_socket, model_path, quantization)
+    return EncoderRuntime(model_path, config, quantization=quantization)
+
+
 def learned_ranker(path: Path, manifest: Manifest) -> Ranker | None:
     """The bundle's exported ranker model (checksum checked), or None: the linear fallback."""
     if manifest.ranker is None or not manifest.ranker.model:
@@ -106,8 +115,8 @@ class ServedBundle:
         for required in (MODEL_FILE, ITEMS_DB, INDEX_FILE):
             if not (path / required).exists():
                 raise BundleError(f"{path} is not a complete bundle: {required} is missing")
-        runtime = EncoderRuntime(path / MODEL_FILE, runtime_config or RuntimeConfig(),
-                                 quantization=manifest.encoder.quantization)
+        runtime = open_runtime(path / MODEL_FILE, runtime_config or RuntimeConfig(),
+                               manifest.encoder.quantization)
         tokenizer = TextTokenizer(path / TOKENIZER_DIR, encoder_max_length(manifest))
         store = ItemStore.open(path / ITEMS_DB, readonly=True)
         try:

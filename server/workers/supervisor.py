@@ -69,6 +69,8 @@ class SupervisorConfig:
     """First and longest pause before restarting a dead worker (doubling in between)."""
     drain_timeout_s: float = 60.0
     """After SIGTERM, how long workers may take to drain before they are killed."""
+    shared_inference: bool = False
+    """One inference process runs the encoder for every worker (server/inference/)."""
 
 
 def auto_workers() -> int:
@@ -107,6 +109,7 @@ class WorkerSupervisor:
         os.set_blocking(self._ready_r, False)
         self._ready_buffer = b""
         self._reload_file: Path | None = None  # set by run(): where a Reload RPC's bundle path goes
+        self.inference = None  # InferenceLauncher with shared_inference
 
     # ---- the lifecycle ---------------------------------------------------------------------
 
@@ -122,11 +125,15 @@ class WorkerSupervisor:
             signal.signal(sig, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hangup)
         try:
+            if self.config.shared_inference:
+                self._start_inference()
             for worker in self.workers:
                 self._spawn(worker)
             code = self._supervise()
         finally:
             self._stop_all()
+            if self.inference is not None:
+                self.inference.stop()
             if metrics_http is not None:
                 metrics_http.shutdown()
             shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -163,6 +170,8 @@ class WorkerSupervisor:
 
     def _spawn(self, worker: _Worker) -> None:
         threads = self.config.threads_per_worker or max(1, usable_cpus() // len(self.workers))
+        if self.inference is not None:
+            threads = 1  # the encoder runs in the inference process
         env = {**os.environ, ENV_INDEX: str(worker.index), ENV_COUNT: str(len(self.workers)),
                ENV_READY_FD: str(self._ready_w), ENV_RELOAD_FILE: str(self._reload_file or "")}
         env.setdefault("RECSERVE_RUNTIME_INTRA_OP_THREADS", str(threads))
@@ -209,8 +218,16 @@ class WorkerSupervisor:
     _version = "?"
 
     def _reap_and_restart(self) -> bool:
-        """Restart dead workers (after their backoff); False on a crash loop."""
+        """Restart dead workers (after their backoff) and the inference process; False on a crash loop."""
         now = time.monotonic()
+        code = self.inference.exited() if self.inference is not None else None
+        if code is not None:  # workers fail their batches until it answers again (health probes)
+            self._deaths = [t for t in self._deaths if now - t < self.config.restart_window_s] + [now]
+            if len(self._deaths) > self.config.max_restarts:
+                log.error("crash loop: the inference process exited with %s: stopping the server", code)
+                return False
+            log.warning("the inference process exited with %s; restarting it", code)
+            self.inference.start()
         for worker in self.workers:
             if worker.restart_at is not None:
                 if now >= worker.restart_at:
@@ -260,6 +277,13 @@ class WorkerSupervisor:
             if worker.process is not None and worker.process.poll() is None:
                 worker.process.kill()
                 worker.process.wait()
+
+    def _start_inference(self) -> None:
+        from server.inference.launcher import ENV_SOCKET, InferenceLauncher
+
+        self.inference = InferenceLauncher(self.config.threads_per_worker or usable_cpus())
+        self.inference.start()
+        os.environ[ENV_SOCKET] = self.inference.socket_path  # every worker's RuntimeConfig
 
     # ---- signals, live directory, metrics --------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""One inference process per device, fed by every serving worker (`--inference shared`)."""

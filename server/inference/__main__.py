@@ -1,0 +1,5 @@
+import sys
+
+from server.inference.process import main
+
+sys.exit(main())
