@@ -14,14 +14,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from export.errors import BundleError, RecserveError
 from server.serving_state import ServingConfigs, ServingState, open_serving_state
 
 if TYPE_CHECKING:
-    from server.live.service import LiveWrites
     from server.metrics import ServerMetrics
+    from server.serving_slot import ServingSlot
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,9 @@ class ReloadOutcome:
 
 
 class BundleReloader:
-    def __init__(self, configs: ServingConfigs, metrics: "ServerMetrics",
-                 current: Callable[[], ServingState | None], swap: Callable[[ServingState], None],
-                 live: Callable[[], "LiveWrites | None"], on_health_change: Callable[[ServingState, bool], None],
+    def __init__(self, configs: ServingConfigs, metrics: "ServerMetrics", slot: "ServingSlot",
                  old_state_grace_s: float) -> None:
-        self._configs, self._metrics = configs, metrics
-        self._current, self._swap, self._live = current, swap, live
-        self._on_health_change = on_health_change
+        self._configs, self._metrics, self._slot = configs, metrics, slot
         self._grace_s = old_state_grace_s
         self._lock = asyncio.Lock()
         self._closing: set[asyncio.Task] = set()
@@ -50,7 +46,7 @@ class BundleReloader:
         if self._lock.locked():
             raise BundleError("a reload is already in progress")
         async with self._lock:
-            old = self._current()
+            old = self._slot.state
             if old is None:
                 raise BundleError("the server is not serving yet")
             started = time.perf_counter()
@@ -69,20 +65,18 @@ class BundleReloader:
             return outcome
 
     async def _load(self, bundle_path: str | Path) -> tuple[ServingState, int]:
-        state_box: list[ServingState] = []
-        new = await open_serving_state(bundle_path, self._configs, self._metrics,
-                                       lambda ok: self._on_health_change(state_box[0], ok) if state_box else None)
-        state_box.append(new)
+        # health is read from the slot's served state only, so the new batcher may report at once
+        new = await open_serving_state(bundle_path, self._configs, self._metrics, self._slot.backend_health_changed)
         try:
-            live = self._live()
+            live = self._slot.live
             if live is None:
-                self._swap(new)
+                self._slot.swap(new)
                 return new, 0
             prepared, replayed = await live.prepare(new)
-            replayed += await live.swap(new, prepared)  # calls self._swap between two writes
+            replayed += await live.swap(new, prepared)  # calls slot.swap between two writes
             return new, replayed
         except BaseException:
-            if self._current() is not new:
+            if self._slot.state is not new:
                 await new.close()
             raise
 

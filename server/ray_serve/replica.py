@@ -51,7 +51,7 @@ class RecommenderReplica:
             os.environ[ENV_INDEX], os.environ[ENV_COUNT] = str(rank), str(replicas)
         self.server = RecserveServer(configs)
         await self.server.start(bundle_path, "127.0.0.1:0")
-        self.servicer = RecommenderServicer(self.server)
+        self.servicer = RecommenderServicer(self.server, self.server.slot)
 
     async def call(self, method: str, request, grpc_context) -> tuple[object, int, str]:
         """One RPC: (response or None, the status code's number, its details). The status

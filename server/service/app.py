@@ -1,8 +1,7 @@
 """The recserve gRPC server: Recommender + grpc.health.v1 + reflection + Prometheus endpoint.
 
-Readiness (grpc.health.v1) is computed in one place, `_publish_health`: SERVING only once the
-bundle is loaded, warmed up and installed, live writes are recovered, and the server is not
-draining; the inference backend's health matters only after that.
+The served state, its swap point and readiness live in one ServingSlot (server/serving_slot.py),
+shared with the reloader, the live-write applier and the servicer.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from server.service.reflection_v1 import enable_reflection
 from server.service.info import public_name
 from server.service.security import ServerSecurity
 from server.service.servicer import RecommenderServicer
+from server.serving_slot import ServingSlot
 from server.serving_state import ServingConfigs, ServingState, open_serving_state
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,6 @@ def _recserve_version() -> str:
         return importlib.metadata.version("recserve")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ServerConfig(RecserveSettings):
@@ -125,24 +122,18 @@ class RecserveServer:
         self.config = self.configs.server
         self.limits = self.configs.limits
         self.metrics = ServerMetrics()
-        self.state: ServingState | None = None
-        self.draining = False
-        self._installed = False  # bundle loaded, warmed, live writes recovered: see _publish_health
-        self._health_lock = asyncio.Lock()
+        self.health = health.aio.HealthServicer()
+        self.slot = ServingSlot(self.health, ("", SERVICE_NAME), on_swap=lambda _state: self.update_index_metrics())
         self.door = CallDoor(self.config.concurrency_limit(self.configs.batcher), self.metrics,
                              self.config.malformed_log_interval_s)
         self.in_flight = self.door.in_flight
-        self.live: LiveWrites | None = None
         self.bundle_path: str | None = None
-        self.reloader = BundleReloader(
-            self.configs.serving(), self.metrics, lambda: self.state, self._serve_state,
-            lambda: self.live, self._on_state_health, self.configs.live.old_state_grace_s)
+        self.reloader = BundleReloader(self.configs.serving(), self.metrics, self.slot,
+                                       self.configs.live.old_state_grace_s)
         self.port: int | None = None
         self.metrics_port: int | None = None
-        self.health = health.aio.HealthServicer()
         self.security = ServerSecurity(self.config)  # TLS, tokens, protected mode
         self._metrics_http = None
-        self._health_tasks: set[asyncio.Task] = set()
         self._built_for: ServingState | None = None
         options = [
             ("grpc.max_receive_message_length", self.config.max_message_bytes),
@@ -151,7 +142,7 @@ class RecserveServer:
             ("grpc.so_reuseport", 1 if LogSharing.from_env().shared else 0),
         ]
         self.grpc = grpc.aio.server(options=options, interceptors=[self.door])
-        pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self), self.grpc)
+        pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(self, self.slot), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         if self.config.reflection:
             enable_reflection(  # v1alpha and v1 (server/service/reflection_v1.py)
@@ -170,26 +161,23 @@ class RecserveServer:
                 lock = lock_live_directory(live_directory(bundle_path, self.configs.live))
             log.info("loading bundle %s", bundle_path)
             state = await open_serving_state(
-                bundle_path, self.configs.serving(), self.metrics, self._on_backend_health)
+                bundle_path, self.configs.serving(), self.metrics, self.slot.backend_health_changed)
             if lock is not None:  # recover live writes before the first call sees the state
                 try:
-                    self.live = await LiveWrites.open(live_directory(bundle_path, self.configs.live),
-                                                      self.configs.live, state, self._serve_state, lock)
+                    self.slot.live = await LiveWrites.open(live_directory(bundle_path, self.configs.live),
+                                                           self.configs.live, state, self.slot.swap, lock)
                 except BaseException:
                     await state.close()
                     raise
-            self.state = state
+            self.bundle_path = str(bundle_path)
+            await self.slot.install(state)
         except BaseException:
             if lock is not None and self.live is None:
                 lock.close()
             await self.stop(grace=0)
             raise
-        self.bundle_path = str(bundle_path)
-        self.update_index_metrics()
-        self._installed = True
         if joins_late:
             await self._listen(address)
-        await self._publish_health()
         log.info("serving bundle %s on port %s", self.state.version, self.port)
         return self.port
 
@@ -198,7 +186,7 @@ class RecserveServer:
             self.port = self.security.bind(self.grpc, address)
         except RuntimeError as exc:  # grpc says only "Failed to bind"
             raise BindFailed(f"cannot listen on {address}: the port is in use or the address is not local") from exc
-        await self._publish_health()  # the aio HealthServicer starts out SERVING: correct it first
+        await self.slot.publish_health()  # the aio HealthServicer starts out SERVING: correct it first
         await self.grpc.start()
 
     def _start_metrics_http(self) -> None:
@@ -213,6 +201,19 @@ class RecserveServer:
         self.metrics_port = self._metrics_http.server_port
 
     @property
+    def state(self) -> ServingState | None:
+        """The served state (swapped only through the slot)."""
+        return self.slot.state
+
+    @property
+    def live(self) -> LiveWrites | None:
+        return self.slot.live
+
+    @property
+    def ready(self) -> bool:
+        return self.slot.ready
+
+    @property
     def last_applied_sequence(self) -> int:
         """Sequence number of the last live write applied to the served state (0: none)."""
         return self.live.last_applied if self.live is not None else 0
@@ -223,15 +224,6 @@ class RecserveServer:
         outcome = await self.reloader.reload(path)
         self.bundle_path = path
         return outcome
-
-    def _serve_state(self, state: ServingState) -> None:
-        """The swap point: from here on new calls get `state` (called by the live writer)."""
-        self.state = state
-        self.update_index_metrics()
-
-    def _on_state_health(self, state: ServingState, healthy: bool) -> None:
-        if state is self.state:  # a retired bundle's batcher no longer decides health
-            self._on_backend_health(healthy)
 
     def update_index_metrics(self) -> None:
         if self.state is not None:
@@ -244,29 +236,10 @@ class RecserveServer:
                 model = public_name(str((encoder.get("model") or {}).get("source", "")))
                 self.metrics.set_build(_recserve_version(), self.state.version, model)
 
-    def _on_backend_health(self, healthy: bool) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish_health())
-        self._health_tasks.add(task)
-        task.add_done_callback(self._health_tasks.discard)
-
-    @property
-    def ready(self) -> bool:
-        """Installed, not draining, and the served state's inference backend is healthy."""
-        state = self.state
-        return self._installed and not self.draining and state is not None and state.batcher.healthy
-
-    async def _publish_health(self) -> None:
-        """The one place health is set: from `ready`, read when the lock is held (no stale flips)."""
-        async with self._health_lock:
-            status = SERVING if self.ready else NOT_SERVING
-            for service in ("", SERVICE_NAME):
-                await self.health.set(service, status)
-
     async def drain_and_stop(self, grace: float | None = None) -> None:
         """SIGTERM: NOT_SERVING at once; calls already sent are still taken for drain_accept_s,
         then the port stops accepting and every received call may finish within the grace period."""
-        self.draining = True
-        await self._publish_health()
+        await self.slot.drain()
         grace = self.config.grace_period_s if grace is None else grace
         started = time.monotonic()
         await asyncio.sleep(min(self.config.drain_accept_s, grace))
@@ -282,8 +255,8 @@ class RecserveServer:
 
     async def stop(self, grace: float | None = 0) -> None:
         await self.grpc.stop(grace)
-        if self.live is not None:
-            live, self.live = self.live, None
+        if self.slot.live is not None:
+            live, self.slot.live = self.slot.live, None
             await live.close(snapshot=True)
         await self.reloader.wait_retired()
         if self.state is not None:

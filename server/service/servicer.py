@@ -30,6 +30,7 @@ from server.workers.identity import worker_id
 
 if TYPE_CHECKING:
     from server.service.app import RecserveServer
+    from server.serving_slot import ServingSlot
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,16 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
-    def __init__(self, server: "RecserveServer") -> None:
-        self.server = server
+    def __init__(self, server: "RecserveServer", slot: "ServingSlot") -> None:
+        self.server = server  # security, limits, config and the write RPCs' collaborators
+        self.slot = slot
         self._worker_id = worker_id()
         self.metrics = server.metrics
         self.limits = server.limits
 
     def _admit(self, context: grpc.aio.ServicerContext, method: str):
         self.server.security.authorize(method, context)  # scopes per method: server/service/auth.py
-        state = self.server.state
+        state = self.slot.state
         if state is None:  # draining still answers: every call received before the port closes
             raise NotReady("server is not serving yet (starting up)")
         return state
@@ -86,8 +88,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     async def Recommend(self, state, request: pb.RecommendRequest, deadline):
         validate_recommend(request, self.limits)
         query = query_from_proto(request).validated(self.limits)
-        if request.min_sequence > 0 and self.server.live is not None:  # read-your-writes
-            await self.server.live.wait_applied(request.min_sequence, deadline)
+        if request.min_sequence > 0 and self.slot.live is not None:  # read-your-writes
+            await self.slot.live.wait_applied(request.min_sequence, deadline)
         response = result_to_proto(await state.engine.recommend(query, deadline))
         response.timings.worker_id = self._worker_id  # which of the --workers processes answered
         return response
