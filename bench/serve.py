@@ -81,10 +81,12 @@ print(json.dumps(out))
     return {"sentences_per_s_by_batch": per_size, "best_batch": best, "limit": per_size[best]}
 
 
-def start_server(bundle: Path, port: int, pinned: bool, workers: int = 1) -> subprocess.Popen:
+def start_server(bundle: Path, port: int, pinned: bool, workers: int = 1,
+                 inference: str = "local") -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RECSERVE_BATCHER_CACHE_SIZE": "0"}
     cmd = [sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-           "--port", str(port), "--metrics-port", "-1", "--log-level", "WARNING", "--workers", str(workers)]
+           "--port", str(port), "--metrics-port", "-1", "--log-level", "WARNING", "--workers", str(workers),
+           "--inference", inference if workers > 1 else "local"]
     if pinned:
         cmd = ["taskset", "-c", "0", *cmd, "--threads", "1"]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -125,7 +127,7 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def serving_pids(process: subprocess.Popen) -> list[int]:
-    """The worker processes of a supervisor, or the server itself."""
+    """The worker processes of a supervisor (and its inference process), or the server itself."""
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     return [int(c) for c in children] or [process.pid]
 
@@ -140,25 +142,33 @@ def memory_mb(pid: int) -> dict:
             "private": round(fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0), 1)}
 
 
-def measure_rss(bundle: Path, port: int, workers: int) -> dict:
-    server = start_server(bundle, port, False, workers)
+def process_name(pid: int) -> str:
+    return "inference" if b"server.inference" in Path(f"/proc/{pid}/cmdline").read_bytes() else "worker"
+
+
+def measure_rss(bundle: Path, port: int, workers: int, inference: str = "local") -> dict:
+    server = start_server(bundle, port, False, workers, inference)
     try:
         time.sleep(1.0)
-        per_worker = [memory_mb(pid) for pid in serving_pids(server)]
+        children = {pid: (process_name(pid), memory_mb(pid)) for pid in serving_pids(server)}
+        per_worker = [m for name, m in children.values() if name == "worker"]
+        shared = [m for name, m in children.values() if name == "inference"]
         supervisor = memory_mb(server.pid) if workers > 1 else {"rss": 0.0, "pss": 0.0, "private": 0.0}
-        return {"workers": workers, "per_worker_mb": per_worker, "supervisor_mb": supervisor,
-                "total_pss_mb": round(sum(m["pss"] for m in per_worker) + supervisor["pss"], 1)}
+        total = sum(m["pss"] for _, m in children.values()) + supervisor["pss"]
+        return {"workers": workers, "inference": inference if workers > 1 else "local",
+                "per_worker_mb": per_worker, "inference_process_mb": shared[0] if shared else None,
+                "supervisor_mb": supervisor, "total_pss_mb": round(total, 1)}
     finally:
         server.terminate()
         server.wait(timeout=60)
 
 
 def measure_server(bundle: Path, out: Path, pinned: bool, duration: float, port: int, workers: int = 1,
-                   concurrencies=(16, 32, 64, 128), load_workers: int = 1) -> dict:
+                   concurrencies=(16, 32, 64, 128), load_workers: int = 1, inference: str = "local") -> dict:
     """load_workers: generator processes = connections. SO_REUSEPORT spreads connections, not
     calls, over server workers: one connection would load one worker only."""
     label = "pinned" if pinned else f"unpinned-w{workers}"
-    server = start_server(bundle, port, pinned, workers)
+    server = start_server(bundle, port, pinned, workers, inference)
     target = f"127.0.0.1:{port}"
     try:
         closed = {}
@@ -183,7 +193,7 @@ def measure_server(bundle: Path, out: Path, pinned: bool, duration: float, port:
                   "server_timings_ms": phase.get("server_timings_ms")}
         rss = [round(rss_mb(pid), 1) for pid in serving_pids(server)]
         return {"closed_loop": closed, "max_throughput": max_rps, "best_concurrency": best, "open_70": open70,
-                "workers": workers, "rss_mb_per_worker": rss}
+                "workers": workers, "inference": inference if workers > 1 else "local", "rss_mb_per_process": rss}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -273,6 +283,8 @@ def main() -> int:
                         help="generator processes (connections) of the unpinned run (0: 2 x --workers)")
     parser.add_argument("--concurrency", default="16,32,64,128", help="closed-loop concurrencies")
     parser.add_argument("--rss-workers", default="", help="e.g. 1,2,4: RSS per worker, nothing else")
+    parser.add_argument("--inference", choices=["local", "shared"], default="local",
+                        help="--workers > 1: a session per worker, or one shared inference process")
     parser.add_argument("--freshness", type=int, default=0, help="N upserts: ack -> visible on every worker")
     parser.add_argument("--read-rate", type=float, default=100.0, help="read load (Recommend/s) during --freshness")
     args = parser.parse_args()
@@ -286,7 +298,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.rss_workers:
-        rss = [measure_rss(bundle, args.port, int(n)) for n in args.rss_workers.split(",")]
+        rss = [measure_rss(bundle, args.port, int(n), args.inference) for n in args.rss_workers.split(",")]
         (out / "rss.json").write_text(json.dumps(rss, indent=2) + "\n")
         print(json.dumps(rss, indent=1))
         return 0
@@ -303,7 +315,7 @@ def main() -> int:
     results["pinned"] = measure_server(bundle, out, True, args.duration, args.port, 1, concurrencies)
     if not args.skip_unpinned:
         results["unpinned"] = measure_server(bundle, out, False, args.duration, args.port + 1, args.workers,
-                                             concurrencies, args.load_workers or 2 * args.workers)
+                                             concurrencies, args.load_workers or 2 * args.workers, args.inference)
     pinned = results["pinned"]
     results["ratio_to_limit"] = round(pinned["max_throughput"] / results["limit"]["limit"], 3)
     o = pinned["open_70"]
