@@ -29,12 +29,13 @@ from protos import recommender_pb2 as pb  # noqa: E402
 from protos import recommender_pb2_grpc  # noqa: E402
 
 
-async def trial(bundle: Path, port: int, calls: int) -> dict:
+async def trial(bundle: Path, port: int, calls: int, proxy: bool = False) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RECSERVE_BATCHER_MAX_BATCH_SIZE": "1",
            "RECSERVE_SERVER_MAX_CONCURRENT_CALLS": str(2 * calls)}
     server = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-         "--port", str(port), "--metrics-port", "-1", "--read-only", "--log-level", "WARNING"],
+         "--port", str(port), "--metrics-port", "-1", "--read-only", "--log-level", "WARNING",
+         *(["--admission-proxy"] if proxy else [])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
     for line in server.stdout:
         if "serving bundle" in line:
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--port", type=int, default=29421)
+    parser.add_argument("--admission-proxy", action="store_true", help="serve behind the admission proxy")
     args = parser.parse_args()
     if args.bundle:
         bundle = Path(args.bundle)
@@ -72,7 +74,7 @@ def main() -> int:
         from train.default_bundle import default_bundle_path
 
         bundle = default_bundle_path()
-    results = [asyncio.run(trial(bundle, args.port + i, args.calls)) for i in range(args.trials)]
+    results = [asyncio.run(trial(bundle, args.port + i, args.calls, args.admission_proxy)) for i in range(args.trials)]
     print("| trial | in flight at SIGTERM | answers | exit | SIGTERM to exit (s) |\n|---:|---:|---|---:|---:|")
     for i, r in enumerate(results, 1):
         print(f"| {i} | {r['in_flight_at_sigterm']} | {r['codes']} | {r['exit']} | {r['exit_after_s']} |")

@@ -13,7 +13,9 @@
 
 --limiter grpc measures grpc.aio's own `maximum_concurrent_rpcs` instead of recserve's door
 (same bound, the door opened wide), which refuses after the handler lookup and is blind to
-metrics. Writes results.json and prints a Markdown table for docs/BENCHMARKS.md.
+metrics. --limiter proxy puts the admission proxy (server/admission_proxy.py, HAProxy) in
+front, on core 1 with the generator: it refuses at the bound without touching core 0; the
+door stays at the same bound behind it. Writes results.json and prints a Markdown table for docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -112,7 +114,14 @@ def run(args: argparse.Namespace) -> dict:
     bundle = Path(args.bundle) if args.bundle else _default_bundle()
     limit = ServerConfig(max_concurrent_calls=args.limit).concurrency_limit(BatcherConfig())
     os.sched_setaffinity(0, {1})  # the generator (and its spawned workers) on core 1
-    server = start_server(bundle, args.port, args.port + 1, args.limiter, limit)
+    server_port = args.port + 2 if args.limiter == "proxy" else args.port
+    server = start_server(bundle, server_port, args.port + 1, args.limiter, limit)
+    proxy = None
+    if args.limiter == "proxy":
+        from server.admission_proxy import AdmissionProxy, ProxyPlan
+
+        proxy = AdmissionProxy(ProxyPlan(f"127.0.0.1:{args.port}", f"127.0.0.1:{server_port}", limit))
+        proxy.start()
     try:
         workload = default_workload().with_mix({"text": 1.0})
         setup = WorkerSetup(ClientOptions(target=f"127.0.0.1:{args.port}", retry=NO_RETRY),
@@ -145,6 +154,8 @@ def run(args: argparse.Namespace) -> dict:
             "server_counted": counted, "server_counted_total": sum(counted.values()),
         }
     finally:
+        if proxy is not None:
+            proxy.stop()
         server.terminate()
         server.wait(timeout=30)
 
@@ -177,7 +188,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--capacity", type=float, default=0.0, help="skip the capacity run: this many OK/s")
     parser.add_argument("--capacity-s", type=float, default=10.0)
-    parser.add_argument("--limiter", choices=["door", "grpc"], default="door")
+    parser.add_argument("--limiter", choices=["door", "grpc", "proxy"], default="door")
     parser.add_argument("--limit", type=int, default=0, help="concurrency bound (0: derived from the batcher)")
     parser.add_argument("--port", type=int, default=29441)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "overload"))

@@ -19,6 +19,7 @@ from server.live.log_sharing import LogSharing
 from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
+from server.admission_proxy import ProxiedPort
 from server.workers.identity import worker_prefix
 from server.workers.supervisor import (SupervisorConfig, WorkerSupervisor, announce_ready, auto_workers,
                                       reload_target)
@@ -55,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inference", choices=["auto", "local", "shared"], default="auto",
                         help="where the encoder runs: a session per worker (local), or one inference "
                         "process for all workers (shared); auto = shared on a GPU (docs/WORKERS.md)")
+    parser.add_argument("--admission-proxy", action="store_true", default=None,
+                        help="HAProxy on the port refuses calls beyond the bound at once, off the serving "
+                        "core (plaintext, one worker; docs/OVERLOAD.md)")
     parser.add_argument("--log-level", default="INFO")
 
 
@@ -81,7 +85,8 @@ def _configs(args: argparse.Namespace) -> AllConfigs:
                              metrics_port=args.metrics_port, tls_cert=args.tls_cert, tls_key=args.tls_key,
                              tls_client_ca=args.tls_client_ca, tokens_file=args.tokens_file,
                              insecure=args.insecure, release_dir=args.release_dir,
-                             metrics_host=args.metrics_host, reflection=args.reflection),
+                             metrics_host=args.metrics_host, reflection=args.reflection,
+                             admission_proxy=args.admission_proxy),
         runtime=load_settings(RuntimeConfig, cfg, provider=args.provider, intra_op_threads=args.threads),
         batcher=load_settings(BatcherConfig, cfg),
         retrieval=load_settings(RetrievalConfig, cfg),
@@ -133,20 +138,33 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    starting.append(loop.create_task(server.start(bundle)))
+    front = ProxiedPort(configs) if configs.server.admission_proxy else None
+    starting.append(loop.create_task(
+        server.start(bundle, *front.addresses()) if front else server.start(bundle)))
     try:
         port = await starting[0]
+        if front is not None:
+            port = await front.open(server)
     except asyncio.CancelledError:  # start() already stopped what it had started
         print("recserve: stopped during start-up", flush=True)
         return 0
+    except BaseException:
+        if front is not None:
+            front.close()
+        await server.stop(grace=0)
+        raise
     live = f"; live writes in {server.live.directory}" if server.live is not None else "; read-only"
     print(f"{worker_prefix()}: serving bundle {server.state.version} on {configs.server.host}:{port}"
           f" (metrics on :{server.metrics_port}{live})", flush=True)
     announce_ready(server.state.version)  # to the supervisor, when this is one of its workers
-    await server.wait_for_termination()
-    if stopping:
-        await stopping[0]
-    return 0
+    try:
+        await server.wait_for_termination()
+        if stopping:
+            await stopping[0]
+    finally:
+        if front is not None:  # after the drain: calls through the proxy were answered
+            front.close()
+    return 0 if front is None or not front.failed else 1
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -170,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
     workers = auto_workers() if str(args.workers) == "auto" else int(args.workers)
     if workers < 1:
         raise SystemExit("recserve serve: --workers takes a number >= 1 or `auto`")
+    if configs.server.admission_proxy:
+        ProxiedPort.check(configs, workers)
     if workers > 1:
         shared = shared_inference(args.inference, configs.runtime)
         return supervise(args, bundle, configs, workers, shared)

@@ -11,6 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from server.workers.children import die_with_parent, stop_child
+
 log = logging.getLogger(__name__)
 
 ENV_SOCKET = "RECSERVE_RUNTIME_INFERENCE_SOCKET"  # RuntimeConfig.inference_socket of the workers
@@ -29,10 +31,8 @@ class InferenceLauncher:
         env = {k: v for k, v in os.environ.items() if k != ENV_SOCKET}
         env["RECSERVE_RUNTIME_INTRA_OP_THREADS"] = str(self.threads)
         Path(self.socket_path).unlink(missing_ok=True)
-        from server.workers.supervisor import _die_with_parent
-
         self.process = subprocess.Popen([sys.executable, "-m", "server.inference", "--socket", self.socket_path],
-                                        env=env, preexec_fn=_die_with_parent)
+                                        env=env, preexec_fn=die_with_parent)
         deadline = time.monotonic() + self.start_timeout_s
         while not os.path.exists(self.socket_path):
             if self.process.poll() is not None:
@@ -48,11 +48,5 @@ class InferenceLauncher:
         return self.process.poll() if self.process is not None else None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_child(self.process)
         shutil.rmtree(self._dir, ignore_errors=True)

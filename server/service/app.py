@@ -94,6 +94,10 @@ class ServerConfig(RecserveSettings):
     (gRPC core cancels calls it received but Python had not picked up yet when it stops)."""
     malformed_log_interval_s: float = 10.0
     """At most one log line per interval about unparseable requests."""
+    admission_proxy: bool = False
+    """Put HAProxy on the gRPC port, the server on a loopback port behind it: calls beyond the
+    door's bound are refused by the proxy (RESOURCE_EXHAUSTED, ~1 ms) without costing the serving
+    core anything (server/admission_proxy.py; measured in bench/overload.py). Plaintext, one worker."""
 
     def concurrency_limit(self, batcher: BatcherConfig) -> int:
         """The door's bound: configured, or derived from what the batcher can hold."""
@@ -131,6 +135,7 @@ class RecserveServer:
         self.reloader = BundleReloader(self.configs.serving(), self.metrics, self.slot,
                                        self.configs.live.old_state_grace_s)
         self.port: int | None = None
+        self._public_address: str | None = None
         self.metrics_port: int | None = None
         self.security = ServerSecurity(self.config)  # TLS, tokens, protected mode
         self._metrics_http = None
@@ -148,8 +153,12 @@ class RecserveServer:
             enable_reflection(  # v1alpha and v1 (server/service/reflection_v1.py)
                 self.grpc, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
 
-    async def start(self, bundle_path: str | Path, address: str | None = None) -> int:
-        """Bind, report NOT_SERVING, load + warm the bundle, then report SERVING. Returns the port."""
+    async def start(self, bundle_path: str | Path, address: str | None = None,
+                    public_address: str | None = None) -> int:
+        """Bind, report NOT_SERVING, load + warm the bundle, then report SERVING. Returns the port.
+
+        public_address: set when the admission proxy listens there and forwards to `address`."""
+        self._public_address = public_address
         address = address or f"{self.config.host}:{self.config.port}"
         joins_late = joins_port_late()  # a replacement --workers worker: bind once it serves
         if not joins_late:
@@ -183,7 +192,7 @@ class RecserveServer:
 
     async def _listen(self, address: str) -> None:
         try:
-            self.port = self.security.bind(self.grpc, address)
+            self.port = self.security.bind(self.grpc, address, self._public_address)
         except RuntimeError as exc:  # grpc says only "Failed to bind"
             raise BindFailed(f"cannot listen on {address}: the port is in use or the address is not local") from exc
         await self.slot.publish_health()  # the aio HealthServicer starts out SERVING: correct it first

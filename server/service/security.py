@@ -75,14 +75,17 @@ class ServerSecurity:
             credentials = credentials.merged(parse_token_list(f"read+write+admin:{self.config.auth_token}"))
         return credentials
 
-    def bind(self, server: grpc.aio.Server, address: str) -> int:
-        """Listen on `address` (TLS when certificates are configured) and decide protected mode."""
+    def bind(self, server: grpc.aio.Server, address: str, public_address: str | None = None) -> int:
+        """Listen on `address` (TLS when certificates are configured) and decide protected mode.
+
+        public_address: where callers really connect when a proxy forwards to `address` (a
+        loopback port): protected mode is judged by it, not by the proxy's loopback hop."""
         if self.certificates is not None:
             port = server.add_secure_port(address, self.certificates.credentials())
         else:
             port = server.add_insecure_port(address)
-        self._address = address
-        self.host = host_of(address)  # the metrics endpoint binds the same interface by default
+        self._address = public_address or address
+        self.host = host_of(self._address)  # the metrics endpoint binds the same interface by default
         self._decide_protected_mode()
         if self.startup_warning:
             log.warning("%s", self.startup_warning)

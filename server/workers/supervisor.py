@@ -34,6 +34,7 @@ from pathlib import Path
 
 from export.cpus import usable_cpus
 from server.live.log_sharing import ENV_COUNT, ENV_INDEX
+from server.workers.children import die_with_parent
 from server.workers.identity import ENV_JOIN_LATE
 
 log = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ class WorkerSupervisor:
         if self._reload_file is not None and self._reload_file.exists():  # the others reloaded over the API: a replacement serves that
             argv += ["--bundle", self._reload_file.read_text()]
         worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._ready_w,),
-                                          preexec_fn=_die_with_parent)
+                                          preexec_fn=die_with_parent)
         worker.ready, worker.restart_at = False, None
         log.info("worker %d started (pid %d, %d ORT threads)", worker.index, worker.process.pid, threads)
 
@@ -321,15 +322,6 @@ class WorkerSupervisor:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(pid)
-
-
-def _die_with_parent() -> None:
-    """In the forked child before exec: SIGTERM it when the supervisor dies (even by SIGKILL),
-    so no orphaned worker keeps the port and the live log."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _tell_supervisor(kind: str, value: str) -> None:
