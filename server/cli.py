@@ -21,7 +21,7 @@ from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
 from server.admission_proxy import ProxiedPort
 from server.workers.identity import worker_prefix
-from server.workers.supervisor import (SupervisorConfig, WorkerSupervisor, announce_ready, auto_workers,
+from server.workers.supervisor import (SupervisorConfig, announce_ready, auto_workers,
                                       reload_target)
 
 
@@ -224,4 +224,13 @@ def supervise(args: argparse.Namespace, bundle: str, configs: AllConfigs, worker
         metrics_host=getattr(server, "metrics_host", "") or server.host, metrics_port=server.metrics_port,
         live_dir=live_directory(bundle, configs.live) if configs.live.enabled else None,
         shared_inference=shared)
-    return WorkerSupervisor(config, argv).run()
+    # exec, not call: the supervisor then holds ~20 MB instead of this process's imports (same pid)
+    import dataclasses
+    import json
+    import os
+
+    fields = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in dataclasses.asdict(config).items()}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "server.workers",
+                              json.dumps({"config": fields, "argv": argv, "log_level": args.log_level})])

@@ -30,6 +30,9 @@ class InferenceLauncher:
         """Start it and wait until its socket accepts (sessions load on the workers' hellos)."""
         env = {k: v for k, v in os.environ.items() if k != ENV_SOCKET}
         env["RECSERVE_RUNTIME_INTRA_OP_THREADS"] = str(self.threads)
+        # No CPU arena unless asked for: it kept the warm-up's largest buffers, 140 of the
+        # process's 280 MB with two workers (docs/BENCHMARKS.md); GPU memory is not affected.
+        env.setdefault("RECSERVE_RUNTIME_CPU_MEM_ARENA", "false")
         Path(self.socket_path).unlink(missing_ok=True)
         self.process = subprocess.Popen([sys.executable, "-m", "server.inference", "--socket", self.socket_path],
                                         env=env, preexec_fn=die_with_parent)

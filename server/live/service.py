@@ -9,16 +9,13 @@ prepare + swap.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from export.errors import BundleError
 from server.errors import DeadlineExceeded
 from server.live import snapshot
 from server.live.config import LiveConfig
@@ -28,56 +25,12 @@ from server.live.log_sharing import LogSharing
 from server.live.records import (DELETE, INTERACTIONS, UPSERT, Event, ItemWrite, Write, validate_events,
                                  validate_item_ids, validate_items, validate_request_id)
 from server.live.replay import bundle_cutoff, replay
-from export.bundle import fsync_dir
+from server.live.directory import live_directory, lock_live_directory  # noqa: F401 - re-exported
 from server.live.wal import WriteAheadLog
 from server.live.writer import LiveWriter, WriteResult
 from server.serving_state import ServingState
 
 log = logging.getLogger(__name__)
-
-LOCK_FILE = "LOCK"
-
-
-def live_directory(bundle_path: str | Path, config: LiveConfig) -> Path:
-    """The configured directory, else `live/` beside the bundle directory (which is immutable)."""
-    if config.directory:
-        return Path(config.directory)
-    return Path(os.path.abspath(bundle_path)).parent / "live"
-
-
-def lock_live_directory(directory: Path, sharing: LogSharing | None = None):
-    """Create and lock the live directory for one server (its workers included); returns the
-    open lock file (closing it, or the process dying, releases the lock). In a worker
-    (sharing.shared) the supervisor already holds the lock for all workers."""
-    fresh = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        fsync_dir(directory.parent)
-    if (sharing or LogSharing.from_env()).shared:
-        return _HeldBySupervisor()
-    return _lock(directory)
-
-
-class _HeldBySupervisor:
-    """A worker's stand-in for the lock its supervisor holds for all workers."""
-
-    def close(self) -> None:
-        pass
-
-
-def _lock(directory: Path):
-    fh = open(directory / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise BundleError(f"live directory {directory} is in use by another recserve server") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"{os.getpid()}\n")
-    fh.flush()
-    return fh
-
 
 async def recover(live: LiveState, wal: WriteAheadLog, directory: Path, embed: Embed | None,
                   *, strict: bool) -> int:

@@ -298,7 +298,7 @@ class WorkerSupervisor:
         if self.config.live_dir is None:
             return None
         from server.live.log_sharing import LogSharing
-        from server.live.service import lock_live_directory
+        from server.live.directory import lock_live_directory
 
         return lock_live_directory(self.config.live_dir, LogSharing())  # held for all workers
 
