@@ -36,6 +36,7 @@ from server.retrieval.sources.base import ItemGate, SourceContext
 from server.retrieval.sources.content import ContentSource
 from server.retrieval.sources.item_knn import ItemKnnSource
 from server.retrieval.sources.popular import RankedItemsSource
+from server.retrieval.sources.repeat import RepeatSource
 from server.retrieval.sources.transitions import TransitionSource
 from server.served_bundle import ServedBundle
 
@@ -111,11 +112,12 @@ class RecommendationEngine:
             TransitionSource(tables.transitions),
             RankedItemsSource("popular", lambda: tables.popularity),
             RankedItemsSource("trending", lambda: tables.trending),
+            RepeatSource(),
         ]
         config = self.retrieval_config
         self.shares = {"content": config.content_share, "item_knn": config.item_knn_share,
                        "transitions": config.transitions_share, "popular": config.popular_share,
-                       "trending": config.trending_share}
+                       "trending": config.trending_share, "repeat": config.repeat_share}
         self._stage = {s: self.metrics.stage_latency.labels(s) for s in ("queue", "retrieve", "rank")}
 
     @property

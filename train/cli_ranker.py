@@ -25,8 +25,9 @@ def add_ranker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="event-time quantile where fit examples start (tables: before); 0.8")
     parser.add_argument("--validation-start", type=float,
                         help="event-time quantile where validation examples start; 0.9")
-    parser.add_argument("--per-user", type=int, help="most examples per user per slice; 3")
-    parser.add_argument("--max-examples", type=int, help="most fit examples; 3000")
+    parser.add_argument("--per-user", type=int, help="most fit examples per user; 10")
+    parser.add_argument("--max-examples", type=int, help="most fit examples; 10000")
+    parser.add_argument("--validation-per-user", type=int, help="most validation examples per user; 3")
     parser.add_argument("--validation-examples", type=int, help="most validation examples; 1500")
     parser.add_argument("--ranker-seed", type=int, help="seed of example sampling and LightGBM")
 
@@ -51,6 +52,7 @@ def ranker_config(args: argparse.Namespace):
     return load_settings(
         RankerFitConfig, getattr(args, "config", None), fit_start=args.fit_start,
         validation_start=args.validation_start, per_user=args.per_user,
+        validation_per_user=args.validation_per_user,
         max_examples=args.max_examples, validation_examples=args.validation_examples,
         k=getattr(args, "k", None), C=getattr(args, "C", None), seed=args.ranker_seed)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v2"  # v2: with the learned ranker
+DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v3"  # v3: ranker features v3 (repeat source)
 ENCODER_NAME = "default-minilm-int8-demo-v1.encoder"  # unchanged since v1: caches keep it
 
 

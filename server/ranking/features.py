@@ -20,6 +20,11 @@ are keyed by it, and `FEATURES_VERSION` changes whenever it does.
 - repeat_purchase: already_interacted x the item's repeat rate (a staple bought again)
 - rank_<source>: 1 / (1 + rank) in that source's list (0 when the source did not find it)
 - source_count: how many sources found the candidate
+- history_count: how often the item occurs in the served history, over its length
+- history_recency: 1 / (1 + events since the item's last occurrence in the history) (0: not in it)
+- user_repeat_share: share of the history's events that repeat an earlier one (a user who
+  re-buys); with history_size (log1p of the history's length), per user, not per item: the
+  trees learn from them when repeats and item-to-item evidence matter for this user
 """
 
 from __future__ import annotations
@@ -47,20 +52,28 @@ FEATURES: tuple[str, ...] = (
     "transition",
     "trending",
     "repeat_purchase",
-    *(f"rank_{name}" for name in SOURCE_NAMES),
+    *(f"rank_{name}" for name in SOURCE_NAMES[:5]),
     "source_count",
+    # version 3
+    "history_count",
+    "history_recency",
+    "user_repeat_share",
+    "history_size",
+    *(f"rank_{name}" for name in SOURCE_NAMES[5:]),
 )
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3
 # What an item nobody has interacted with yet (a cold item) has at 0: the columns read from
 # interaction tables or from the collaborative sources. The ranker's training also shows it
 # such rows (train/ranker/cold_items.py), so cold items are ranked on their content.
-COLLABORATIVE_SOURCES: tuple[str, ...] = ("item_knn", "transitions", "popular", "trending")
+COLLABORATIVE_SOURCES: tuple[str, ...] = ("item_knn", "transitions", "popular", "trending", "repeat")
 INTERACTION_FEATURES: tuple[str, ...] = (
     "co_occurrence", "popularity", "already_interacted", "item_knn", "transition", "trending",
-    "repeat_purchase", *(f"rank_{name}" for name in COLLABORATIVE_SOURCES),
+    "repeat_purchase", "history_count", "history_recency",
+    *(f"rank_{name}" for name in COLLABORATIVE_SOURCES),
 )
 FEATURE_NAMES = FEATURES  # the name train/ and older code use
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
+_RANK_COLUMNS = np.asarray([COLUMN[f"rank_{name}"] for name in SOURCE_NAMES])
 
 
 @dataclass
@@ -192,6 +205,7 @@ def compute_features(
         out[:, COLUMN["co_occurrence"]] = np.minimum(cooc, 1.0)
         interacted = np.isin(candidates, history)
         out[:, COLUMN["already_interacted"]] = interacted
+        _history_repeats(candidates, history, out)
         out[:, COLUMN["repeat_purchase"]] = interacted * gather(tables.repeat_rate, candidates)
         out[:, COLUMN["attribute_affinity"]] = _attribute_affinity(candidates, ctx, tables)
         out[:, COLUMN["item_knn"]] = neighbour_scores(
@@ -211,10 +225,22 @@ def compute_features(
         out[:, COLUMN["disliked_similarity"]] = np.maximum(disliked.max(axis=1), 0)
     if source_ranks is not None:
         found = source_ranks >= 0
-        first = COLUMN[f"rank_{SOURCE_NAMES[0]}"]
-        out[:, first:first + len(SOURCE_NAMES)] = np.where(found, 1.0 / (1.0 + np.maximum(source_ranks, 0)), 0.0)
+        out[:, _RANK_COLUMNS] = np.where(found, 1.0 / (1.0 + np.maximum(source_ranks, 0)), 0.0)
         out[:, COLUMN["source_count"]] = found.sum(axis=1)
     return out, history_sims
+
+
+def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarray) -> None:
+    """history_count, history_recency (per candidate), user_repeat_share, history_size."""
+    n = len(history)
+    items, counts = np.unique(history, return_counts=True)
+    newest = n - 1 - np.unique(history[::-1], return_index=True)[1]  # last position of each
+    at = np.minimum(np.searchsorted(items, candidates), len(items) - 1)
+    inside = items[at] == candidates
+    out[:, COLUMN["history_count"]] = np.where(inside, counts[at] / n, 0.0)
+    out[:, COLUMN["history_recency"]] = np.where(inside, 1.0 / (n - newest[at]), 0.0)
+    out[:, COLUMN["user_repeat_share"]] = (n - len(items)) / max(n - 1, 1)
+    out[:, COLUMN["history_size"]] = np.log1p(n)
 
 
 TRANSITION_ITEMS = 3  # "often bought after X": the last few items, newest weighing most

@@ -40,6 +40,12 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "rank_popular": 0.05,
     "rank_trending": 0.05,
     "source_count": 0.05,
+    # version 3: per-user repeat evidence; no default opinion (a learned ranker decides)
+    "history_count": 0.0,
+    "history_recency": 0.0,
+    "user_repeat_share": 0.0,
+    "history_size": 0.0,
+    "rank_repeat": 0.0,
 }
 
 
@@ -134,6 +140,8 @@ _PLAIN = {
     "freshness": "new arrival",
     "attribute_affinity": "matches the kind of items you choose",
     "repeat_purchase": "you buy this again",
+    "history_count": "you buy this again",
+    "history_recency": "you bought this recently",
 }
 
 
@@ -143,6 +151,8 @@ def _source_phrase(source: str, row: np.ndarray, query: str, evidence: Evidence)
         return f"customers who bought {evidence.also_bought} also bought this"
     if source == "transitions" and evidence.bought_after is not None:
         return f"often bought after {evidence.bought_after}"
+    if source == "repeat":
+        return "you bought this before"
     if source == "trending":
         return "popular this week"
     if source == "popular":

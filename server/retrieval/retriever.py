@@ -33,6 +33,9 @@ class RetrievalConfig(RecserveSettings):
     """Share from the most popular items (time-decayed)."""
     trending_share: float = 0.1
     """Share from the trending items (short half-life popularity)."""
+    repeat_share: float = 0.17
+    """Share from the user's own history items (buy again): 51 of 300, enough for every
+    distinct item of a 50-event history, so the ranker decides whether repeats are wanted."""
     max_interests: int = 4
     """Most interest vectors a user's history is split into."""
     exact_search_max_items: int = 2000

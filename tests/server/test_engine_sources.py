@@ -98,6 +98,9 @@ async def test_explanations_name_the_source_and_the_history_item(engine, bundle)
                 named.add("content")
                 assert "content" in item.sources
                 assert item.reason[len("similar to "):] in {titles[h] for h in history.tolist()}
+            elif item.reason == "you bought this before":
+                named.add("repeat")
+                assert "repeat" in item.sources and label in set(history.tolist())
             elif item.reason in ("popular right now", "popular this week"):
                 named.add("popular")
                 assert {"popular", "trending"} & set(item.sources)

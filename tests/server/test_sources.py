@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hnswlib
+import pytest
 import numpy as np
 
 from export.neighbours import item_knn_table, transition_table
@@ -15,6 +16,7 @@ from server.retrieval.sources.base import ItemGate, SourceContext, SourceList
 from server.retrieval.sources.content import ContentSource
 from server.retrieval.sources.item_knn import ItemKnnSource
 from server.retrieval.sources.popular import RankedItemsSource
+from server.retrieval.sources.repeat import RepeatSource
 from server.retrieval.sources.transitions import TransitionSource
 from server.retrieval.vector_index import VectorIndex
 
@@ -65,6 +67,22 @@ def test_every_source_honours_filters_exclusions_and_deletions():
         assert not got & {1, 2}, source.name  # excluded, deleted
         assert all(ATTRS[i]["colour"] == "red" for i in got), source.name
     assert popular.find(ctx, quota=2).labels.tolist() == [0, 3]  # most popular allowed items
+
+
+def test_repeat_returns_the_history_most_and_latest_chosen_first_within_the_gate():
+    source = RepeatSource()
+    history = [3, 0, 3, 1, 0, 3]  # 3 thrice, 0 twice (once recently), 1 once
+    ctx = context(history)
+    ctx.history_weights = np.asarray([0.05, 0.1, 0.1, 0.15, 0.25, 0.35], np.float32)
+    found = source.find(ctx, quota=10)
+    assert found.labels.tolist() == [3, 0, 1]  # recency-weighted counts 0.5, 0.35, 0.15
+    assert found.scores.tolist() == pytest.approx([0.5, 0.35, 0.15])
+    assert source.find(ctx, quota=2).labels.tolist() == [3, 0]
+    blue = context(history + [5], item_filter=ItemFilter(attribute_equals={"colour": "blue"}))
+    assert source.find(blue, quota=10).labels.tolist() == [5]  # filters hold
+    excluded = context(history, item_filter=ItemFilter(exclude_labels=(3, 0, 1)))
+    assert source.find(excluded, quota=10).labels.size == 0  # exclude_interacted empties it
+    assert not source.active(context([]))
 
 
 def test_transitions_follow_the_last_items():

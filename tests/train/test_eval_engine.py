@@ -87,7 +87,8 @@ def test_eval_cli_end_to_end(sample, tmp_path):
     assert names == ["popularity", "last-item transitions",
                      "tiny union + linear scorer (default weights)",
                      "tiny content only (retrieval score)", "tiny item_knn alone",
-                     "tiny transitions alone", "tiny popular alone", "tiny trending alone"]
+                     "tiny transitions alone", "tiny popular alone", "tiny trending alone",
+                     "tiny repeat alone"]
     assert report["setup"]["cases_evaluated"] == 300
     for row in report["results"]:
         m = row["metrics"]

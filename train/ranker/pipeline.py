@@ -33,9 +33,12 @@ class RankerFitConfig(RecserveSettings):
     """Event-time quantile where fit examples start (the feature tables use events before)."""
     validation_start: float = Field(0.9, gt=0, lt=1)
     """Event-time quantile where validation (early-stopping) examples start."""
-    per_user: int = Field(3, ge=1)
-    """Most examples per user and slice, so heavy buyers do not drown the rest."""
-    max_examples: int = Field(3000, ge=10)
+    per_user: int = Field(10, ge=1)
+    """Most fit examples per user, so heavy buyers do not drown the rest."""
+    validation_per_user: int = Field(3, ge=1)
+    """Most validation (early-stopping) examples per user: fewer than for fitting, so the
+    rounds are chosen for users at large, as leave-last-out evaluation counts them."""
+    max_examples: int = Field(10000, ge=10)
     """Most fit examples (requests); each contributes all of its candidates as rows."""
     validation_examples: int = Field(1500, ge=10)
     """Most validation examples."""
@@ -84,7 +87,7 @@ def fit_bundle_ranker(bundle_dir: str | Path, interactions: str | Path, columns,
     examples = {
         "fit": window_examples(events, fit_start, validation_start, config.per_user,
                                config.max_examples, config.seed),
-        "validation": window_examples(events, validation_start, np.inf, config.per_user,
+        "validation": window_examples(events, validation_start, np.inf, config.validation_per_user,
                                       config.validation_examples, config.seed + 1),
     }
     if not examples["fit"] or not examples["validation"]:
