@@ -195,6 +195,7 @@ class IndexSection(_Section):
     file: str = INDEX_FILE
     ef: int = 64
     m: int = 16
+    ef_construction: int = 200
     dim: int | None = None
 
 
@@ -237,6 +238,10 @@ class Manifest(_Section):
     features: FeaturesSection = FeaturesSection()
     ranker: RankerManifest | None = None
     item_text: dict[str, Any] | None = None
+    build: dict[str, Any] = {}
+    """How the bundle was built (`seconds` the build took, ...)."""
+    live_sequence: int | None = None
+    """The write-ahead log sequence the catalog was exported at (release pipeline), if any."""
     files: dict[str, str] = {}
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 

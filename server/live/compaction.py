@@ -36,15 +36,15 @@ class Compaction:
     def __init__(self, live: LiveState) -> None:
         self.live = live
         index = live.bundle.index
-        params = live.bundle.manifest.get("index") or {}
+        params = live.bundle.manifest.index
         self.labels = np.flatnonzero(index.present)
         vectors = index.vectors[self.labels].copy()
         self.dropped = index.deleted_count
         self.started = time.perf_counter()
         live.dirty_labels = set()  # the writer records what changes from here on
         self.task = asyncio.create_task(asyncio.to_thread(
-            build_index, vectors, self.labels, m=int(params.get("m", 16)),
-            ef_construction=int(params.get("ef_construction", 200)), threads=1,
+            build_index, vectors, self.labels, m=params.m,
+            ef_construction=params.ef_construction, threads=1,
             max_elements=int(len(self.labels) * INDEX_HEADROOM) + 16), name="recserve-compaction")
 
     def done(self) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from export.bundle import Manifest
 from export.item_text import DEFAULT_MAX_CHARS, item_text
 from server.live.config import LiveConfig
 from server.live.counters import LiveCounters
@@ -26,12 +27,11 @@ from server.live.request_ids import RecentRequests
 from server.served_bundle import ServedBundle
 
 
-def encoder_fingerprint(manifest: dict) -> str:
+def encoder_fingerprint(manifest: Manifest) -> str:
     """Identifies everything that decides an item's vector: weights, max length, text template."""
-    encoder = manifest.get("encoder") or {}
-    model = encoder.get("model") or {}
-    key = {"sha256": model.get("sha256"), "max_length": model.get("max_length"),
-           "precision": encoder.get("precision"), "item_text": manifest.get("item_text")}
+    encoder = manifest.encoder
+    key = {"sha256": encoder.model.sha256, "max_length": encoder.model.max_length,
+           "precision": encoder.precision, "item_text": manifest.item_text}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -67,7 +67,7 @@ class LiveState:
         self.requests = RecentRequests(self.config.request_id_window_s, self.config.request_id_max)
         self.vocab = {name: {v: i for i, v in enumerate(values)}
                       for name, values in self.bundle.features.attribute_vocab.items()}
-        template = self.bundle.manifest.get("item_text") or {}
+        template = self.bundle.manifest.item_text or {}
         self._text_attributes = template.get("attributes")
         self._text_max_chars = int(template.get("max_chars") or DEFAULT_MAX_CHARS)
 

@@ -22,6 +22,7 @@ import logging
 
 import numpy as np
 
+from export.bundle import Manifest
 from export.errors import BundleError
 from server.live.embedding import Embed
 from server.live.live_state import LiveState
@@ -32,29 +33,28 @@ log = logging.getLogger(__name__)
 
 
 
-def build_started_at(manifest: dict) -> float | None:
+def build_started_at(manifest: Manifest) -> float | None:
     """Epoch seconds when the bundle's build started (None when the manifest does not say)."""
-    created = manifest.get("created_at")
-    if not created:
+    if not manifest.created_at:
         return None
-    finished = dt.datetime.fromisoformat(str(created)).timestamp()
-    return finished - float((manifest.get("build") or {}).get("seconds") or 0.0)
+    finished = dt.datetime.fromisoformat(manifest.created_at).timestamp()
+    return finished - float(manifest.build.get("seconds") or 0.0)
 
 
-def bundle_cutoff(manifest: dict, wal: WriteAheadLog, *, strict: bool) -> int:
+def bundle_cutoff(manifest: Manifest, wal: WriteAheadLog, *, strict: bool) -> int:
     """The seq through which the bundle already contains live writes (see module docstring).
 
     strict: raise BundleError when the log no longer holds every write the bundle needs
     (a reload); otherwise only warn (a start: the operator chose this bundle).
     """
-    key = f"cutoff:{manifest.get('version', '')}"
+    key = f"cutoff:{manifest.version}"
     stored = wal.meta(key)
     if stored is not None:
         return int(stored)
     truncated_seq = int(wal.meta("truncated_through_seq", "0"))
     truncated_time = float(wal.meta("truncated_through_time", "0"))
-    if "live_sequence" in manifest:
-        cutoff = int(manifest["live_sequence"])
+    if manifest.live_sequence is not None:
+        cutoff = manifest.live_sequence
         lost = truncated_seq > cutoff
     else:
         started = build_started_at(manifest)
@@ -62,7 +62,7 @@ def bundle_cutoff(manifest: dict, wal: WriteAheadLog, *, strict: bool) -> int:
         lost = truncated_seq > 0 and (started is None or truncated_time >= started)
     cutoff = max(cutoff, truncated_seq) if lost else cutoff
     if lost:
-        message = (f"bundle {manifest.get('version')} predates the write-ahead log's retention "
+        message = (f"bundle {manifest.version} predates the write-ahead log's retention "
                    f"(writes through seq {truncated_seq} were deleted): live writes made before "
                    "it was built and not in it cannot be replayed")
         if strict:

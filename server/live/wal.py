@@ -143,12 +143,6 @@ class WriteAheadLog:
             yield from writes
             seq = writes[-1].seq
 
-    def last_sequence(self) -> int:
-        """The highest sequence number ever assigned (0 for a new log)."""
-        with self._lock:
-            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='writes'").fetchone()
-        return int(row[0]) if row else 0
-
     def last_sequence_before(self, received_at: float) -> int:
         """The highest sequence number of a write received before `received_at` (0 if none)."""
         with self._lock:

@@ -126,9 +126,6 @@ class LiveWriter:
         if seq > self.live.last_applied:
             self.request_catch_up()
 
-    async def snapshot_now(self) -> None:
-        await self._enqueue(_Queued(None, self._new_future(), "snapshot"))
-
     async def stop(self, snapshot: bool = True) -> None:
         """Finish queued writes, take a final snapshot (optional), and stop."""
         if self._task is None or self._task.done():
@@ -311,10 +308,6 @@ class LiveWriter:
                 _answer(item, result=None)
             elif item.control == "swap":
                 _answer(item, result=await self._swap(*item.argument))
-            elif item.control == "snapshot":
-                await self._snapshot()
-                await self._wait_persisted()
-                _answer(item, result=None)
             elif item.control == "stop":
                 if item.argument and self._unsnapshotted and self.failed is None \
                         and self.sharing.takes_snapshots:

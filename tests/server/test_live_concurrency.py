@@ -13,6 +13,7 @@ import time
 import hnswlib
 import numpy as np
 
+from export.bundle import Manifest
 from server.live.compaction import Compaction, compaction_due
 from server.live.config import LiveConfig
 from server.retrieval.vector_index import VectorIndex
@@ -168,7 +169,8 @@ async def test_reads_go_on_while_a_compaction_builds():
     graph.add_items(vectors, np.arange(n))
     index = VectorIndex(graph, default_ef=32)
     index.delete(np.arange(0, n, 3))
-    live = SimpleNamespace(bundle=SimpleNamespace(index=index, manifest={"index": {"m": 16, "ef_construction": 100}}),
+    manifest = Manifest.from_json({"format_version": 1, "index": {"m": 16, "ef_construction": 100}})
+    live = SimpleNamespace(bundle=SimpleNamespace(index=index, manifest=manifest),
                            dirty_labels=None)
     compaction = Compaction(live)
     during = 0
