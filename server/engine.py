@@ -112,7 +112,7 @@ class RecommendationEngine:
             TransitionSource(tables.transitions),
             RankedItemsSource("popular", lambda: tables.popularity),
             RankedItemsSource("trending", lambda: tables.trending),
-            RepeatSource(),
+            RepeatSource(tables.repeat_rate),
         ]
         config = self.retrieval_config
         self.shares = {"content": config.content_share, "item_knn": config.item_knn_share,

@@ -70,7 +70,7 @@ def test_every_source_honours_filters_exclusions_and_deletions():
 
 
 def test_repeat_returns_the_history_most_and_latest_chosen_first_within_the_gate():
-    source = RepeatSource()
+    source = RepeatSource(np.full(N, 0.2, np.float32))
     history = [3, 0, 3, 1, 0, 3]  # 3 thrice, 0 twice (once recently), 1 once
     ctx = context(history)
     ctx.history_weights = np.asarray([0.05, 0.1, 0.1, 0.15, 0.25, 0.35], np.float32)
@@ -83,6 +83,7 @@ def test_repeat_returns_the_history_most_and_latest_chosen_first_within_the_gate
     excluded = context(history, item_filter=ItemFilter(exclude_labels=(3, 0, 1)))
     assert source.find(excluded, quota=10).labels.size == 0  # exclude_interacted empties it
     assert not source.active(context([]))
+    assert not RepeatSource(np.zeros(N, np.float32)).active(ctx)  # nobody ever bought again
 
 
 def test_transitions_follow_the_last_items():

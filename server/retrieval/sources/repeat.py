@@ -5,7 +5,9 @@ In logs with repeat consumption (groceries, supplies, music) the next item is of
 user chose before: on Online Retail 27 % of customers' last purchases repeat an earlier one,
 and about a fifth of those repeats were among no other source's candidates. Whether repeats are wanted is
 the ranker's call (history_count, history_recency and user_repeat_share are its features,
-learned per bundle): on data where nobody repeats, the ranker learns to push these down.
+learned per bundle). Where the bundle's log shows nobody ever coming back to an item (its
+repeat-rate table is all zero: ratings, one-off purchases, a bundle without interactions)
+the source sits out, so such bundles rank exactly the candidates they did before it.
 `exclude_interacted` requests never see them (the gate drops history items).
 """
 
@@ -19,8 +21,11 @@ from server.retrieval.sources.base import SourceContext, SourceList, best_allowe
 class RepeatSource:
     name = "repeat"
 
+    def __init__(self, repeat_rate: np.ndarray) -> None:
+        self.repeats_seen = bool(np.any(repeat_rate > 0))  # the log has repeat consumption
+
     def active(self, context: SourceContext) -> bool:
-        return len(context.history) > 0
+        return self.repeats_seen and len(context.history) > 0
 
     def find(self, context: SourceContext, quota: int) -> SourceList:
         labels, position = np.unique(context.history, return_inverse=True)
