@@ -37,6 +37,7 @@ import scipy.sparse as sp
 from export.neighbours import NeighbourTable
 from server.retrieval.sources.base import SOURCE_NAMES
 
+_VERSION_2_SOURCES = 5  # their rank columns precede source_count; later sources' follow it
 FEATURES: tuple[str, ...] = (
     "retrieval",
     "query_similarity",
@@ -52,14 +53,14 @@ FEATURES: tuple[str, ...] = (
     "transition",
     "trending",
     "repeat_purchase",
-    *(f"rank_{name}" for name in SOURCE_NAMES[:5]),
+    *(f"rank_{name}" for name in SOURCE_NAMES[:_VERSION_2_SOURCES]),
     "source_count",
     # version 3
     "history_count",
     "history_recency",
     "user_repeat_share",
     "history_size",
-    *(f"rank_{name}" for name in SOURCE_NAMES[5:]),
+    *(f"rank_{name}" for name in SOURCE_NAMES[_VERSION_2_SOURCES:]),
 )
 FEATURES_VERSION = 3
 # What an item nobody has interacted with yet (a cold item) has at 0: the columns read from
