@@ -144,8 +144,7 @@ class LiveState:
             return 0
         labels_a = np.asarray(labels, np.int64)
         removed = int(self.bundle.index.present[labels_a].sum())
-        self.bundle.index.delete(labels_a)  # invisible from here on
-        catalog.deleted[labels_a] = True
+        self.bundle.index.delete(labels_a)  # invisible from here on: index.present is the one record
         for label in labels:
             item_id = catalog.item_ids[label]
             self.items[item_id] = LiveItem(item_id, label, catalog.titles[label], catalog.attributes[label],
@@ -178,14 +177,14 @@ class LiveState:
     # ---- catalog, postings and feature tables ----------------------------------------------
 
     def _place(self, items: list[ItemWrite], created_at: float) -> list[int]:
-        """Labels for items (new ones appended), with catalog, postings and tables updated."""
+        """Labels for items (new ones appended), with catalog, postings and tables updated.
+
+        Serving reads an item's age from tables.created_at and its deletion from
+        index.present only; the catalog's own created_at/deleted columns stay as loaded."""
         catalog, tables, postings = self.bundle.catalog, self.bundle.tables, self.bundle.postings
         new = [item for item in items if item.item_id not in catalog.label_of]
-        start = len(catalog.item_ids)
         if new:
-            self.counters.grow(start + len(new))
-            catalog.created_at = np.concatenate([catalog.created_at, np.full(len(new), created_at)])
-            catalog.deleted = np.concatenate([catalog.deleted, np.zeros(len(new), bool)])
+            self.counters.grow(len(catalog.item_ids) + len(new))
         labels = []
         for item in items:
             attrs = {str(k): str(v) for k, v in item.attributes.items()}
@@ -202,7 +201,6 @@ class LiveState:
                 postings.replace(label, catalog.attributes[label], attrs)
                 catalog.titles[label] = item.title
                 catalog.attributes[label] = attrs
-                catalog.deleted[label] = False
             self._set_attribute_codes(label, attrs)
             labels.append(label)
         return labels
@@ -222,14 +220,12 @@ class LiveState:
         return [asdict(item) for item in sorted(self.items.values(), key=lambda i: i.label)]
 
     def restore_items(self, items: list[dict]) -> None:
-        """Re-place items a snapshot recorded (labels must come out as they were)."""
-        catalog = self.bundle.catalog
+        """Re-place items a snapshot recorded (labels must come out as they were; deletions
+        come back with the snapshot's present.npy)."""
         for state in sorted(items, key=lambda s: s["label"]):
             item = LiveItem(**state)
             [label] = self._place([ItemWrite(item.item_id, item.title, "", item.attributes)], item.created_at)
             if label != item.label:
                 raise ValueError(f"snapshot item {item.item_id} has label {item.label}, restored as {label}")
             self.bundle.tables.created_at[label] = item.created_at
-            catalog.created_at[label] = item.created_at
-            catalog.deleted[label] = item.deleted
             self.items[item.item_id] = item
