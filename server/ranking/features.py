@@ -72,6 +72,9 @@ INTERACTION_FEATURES: tuple[str, ...] = (
     "repeat_purchase", "history_count", "history_recency",
     *(f"rank_{name}" for name in COLLABORATIVE_SOURCES),
 )
+# The same for every candidate of a request (they describe the user): they shift all scores
+# alike, so they never explain why one item is above another.
+USER_FEATURES: tuple[str, ...] = ("user_repeat_share", "history_size")
 FEATURE_NAMES = FEATURES  # the name train/ and older code use
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
 _RANK_COLUMNS = np.asarray([COLUMN[f"rank_{name}"] for name in SOURCE_NAMES])

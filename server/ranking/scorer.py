@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.ranking.features import COLUMN, FEATURES
+from server.ranking.features import COLUMN, FEATURES, USER_FEATURES
 
 # Defaults until a bundle carries learned weights. Similarity carries the ranking; the
 # behavioural signals (item-kNN, transitions, co-occurrence) are the strongest evidence;
@@ -104,9 +104,13 @@ class Contribution:
     contribution: float
 
 
+_PER_ITEM = np.asarray([name not in USER_FEATURES for name in FEATURES])
+
+
 def contributions(row: np.ndarray, weights: np.ndarray, top: int = 3) -> list[Contribution]:
-    """The features that moved this item's score most (by absolute contribution)."""
-    parts = row * weights
+    """The item's features that moved its score most (by absolute contribution); features
+    of the user (the same for every item of the request) are left out."""
+    parts = np.where(_PER_ITEM, row * weights, 0.0)
     order = np.argsort(-np.abs(parts))[:top]
     return [Contribution(FEATURES[i], float(row[i]), float(weights[i]), float(parts[i]))
             for i in order if parts[i] != 0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from server.ranking.features import COLUMN, FeatureTables, RankingContext, compute_features
+from server.ranking.features import COLUMN, FEATURES, FeatureTables, RankingContext, compute_features
 from server.ranking.scorer import Evidence, contributions, reason, select, weight_vector
 
 
@@ -116,3 +116,12 @@ def test_history_repeat_features():
     assert f[:, COLUMN["history_recency"]].tolist() == pytest.approx([1.0, 1 / 4, 0.0])
     assert f[:, COLUMN["user_repeat_share"]].tolist() == pytest.approx([0.5] * 3)  # 2 of 4 later events repeat
     assert f[:, COLUMN["history_size"]].tolist() == pytest.approx([np.log1p(5)] * 3)
+
+
+def test_contributions_name_item_features_not_the_users():
+    row = np.zeros(len(FEATURES), np.float32)
+    row[COLUMN["history_size"]], row[COLUMN["user_repeat_share"]] = 3.0, 0.9  # large, per user
+    row[COLUMN["item_knn"]], row[COLUMN["popularity"]] = 0.5, 0.2
+    weights = np.ones(len(FEATURES), np.float32)
+    named = [c.feature for c in contributions(row, weights)]
+    assert named == ["item_knn", "popularity"]
