@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.limiter == "proxy":
         from server.admission_proxy import AdmissionProxy, ProxyPlan
 
-        proxy = AdmissionProxy(ProxyPlan(f"127.0.0.1:{args.port}", f"127.0.0.1:{server_port}", limit))
+        proxy = AdmissionProxy(ProxyPlan(f"127.0.0.1:{args.port}", (f"127.0.0.1:{server_port}",), limit))
         proxy.start()
     try:
         workload = default_workload().with_mix({"text": 1.0})

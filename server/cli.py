@@ -20,7 +20,7 @@ from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
 from server.admission_proxy import ProxiedPort
-from server.workers.identity import worker_prefix
+from server.workers.identity import public_address, worker_prefix
 from server.workers.supervisor import (SupervisorConfig, announce_ready, auto_workers,
                                       reload_target)
 
@@ -140,7 +140,7 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     front = ProxiedPort(configs) if configs.server.admission_proxy else None
     starting.append(loop.create_task(
-        server.start(bundle, *front.addresses()) if front else server.start(bundle)))
+        server.start(bundle, *front.addresses()) if front else server.start(bundle, None, public_address())))
     try:
         port = await starting[0]
         if front is not None:
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if workers < 1:
         raise SystemExit("recserve serve: --workers takes a number >= 1 or `auto`")
     if configs.server.admission_proxy:
-        ProxiedPort.check(configs, workers)
+        ProxiedPort.check(configs)
     if workers > 1:
         shared = shared_inference(args.inference, configs.runtime)
         return supervise(args, bundle, configs, workers, shared)
@@ -217,13 +217,16 @@ def supervise(args: argparse.Namespace, bundle: str, configs: AllConfigs, worker
 
     from server.live.service import live_directory
 
-    argv = sys.argv[sys.argv.index("serve") + 1:] + ["--bundle", bundle]
+    # the proxy, when asked for, runs in the supervisor in front of every worker
+    argv = [a for a in sys.argv[sys.argv.index("serve") + 1:] if a != "--admission-proxy"]
+    argv += ["--bundle", bundle]
     server = configs.server
     config = SupervisorConfig(
         workers=workers, host=server.host, port=server.port,
         metrics_host=getattr(server, "metrics_host", "") or server.host, metrics_port=server.metrics_port,
         live_dir=live_directory(bundle, configs.live) if configs.live.enabled else None,
-        shared_inference=shared)
+        shared_inference=shared,
+        admission_limit=server.concurrency_limit(configs.batcher) if server.admission_proxy else 0)
     # exec, not call: the supervisor then holds ~20 MB instead of this process's imports (same pid)
     import dataclasses
     import json

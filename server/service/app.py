@@ -97,7 +97,7 @@ class ServerConfig(RecserveSettings):
     admission_proxy: bool = False
     """Put HAProxy on the gRPC port, the server on a loopback port behind it: calls beyond the
     door's bound are refused by the proxy (RESOURCE_EXHAUSTED, ~1 ms) without costing the serving
-    core anything (server/admission_proxy.py; measured in bench/overload.py). Plaintext, one worker."""
+    core anything (server/admission_proxy.py; measured in bench/overload.py). Plaintext; with --workers N the supervisor runs it."""
 
     def concurrency_limit(self, batcher: BatcherConfig) -> int:
         """The door's bound: configured, or derived from what the batcher can hold."""

@@ -20,6 +20,13 @@ def worker_prefix() -> str:
 
 
 ENV_JOIN_LATE = "RECSERVE_WORKER_JOIN_LATE"
+ENV_PUBLIC_ADDRESS = "RECSERVE_WORKER_PUBLIC_ADDRESS"
+
+
+def public_address() -> str | None:
+    """Where callers connect when the supervisor's admission proxy forwards to this worker's
+    loopback port (protected mode is judged by it), else None."""
+    return os.environ.get(ENV_PUBLIC_ADDRESS) or None
 
 
 def joins_port_late() -> bool:

@@ -35,7 +35,7 @@ from pathlib import Path
 from export.cpus import usable_cpus
 from server.live.log_sharing import ENV_COUNT, ENV_INDEX
 from server.workers.children import die_with_parent
-from server.workers.identity import ENV_JOIN_LATE
+from server.workers.identity import ENV_JOIN_LATE, ENV_PUBLIC_ADDRESS
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ class SupervisorConfig:
     """After SIGTERM, how long workers may take to drain before they are killed."""
     shared_inference: bool = False
     """One inference process runs the encoder for every worker (server/inference/)."""
+    admission_limit: int = 0
+    """> 0: HAProxy on the port (server/admission_proxy.py), each worker on its own loopback
+    port behind it, at most this many calls in flight per worker before it refuses."""
 
 
 def auto_workers() -> int:
@@ -111,12 +114,24 @@ class WorkerSupervisor:
         self._ready_buffer = b""
         self._reload_file: Path | None = None  # set by run(): where a Reload RPC's bundle path goes
         self.inference = None  # InferenceLauncher with shared_inference
+        self.proxy = None  # AdmissionProxy with admission_limit
+        self._public = ""  # host:port the proxy listens on
+        self._worker_ports: list[socket.socket] = []  # each worker's loopback port, held
+        self._registry = None  # the one Prometheus registry (the proxy's counters join it)
 
     # ---- the lifecycle ---------------------------------------------------------------------
 
     def run(self) -> int:
-        reserved = reserve_port(self.config.host, self.config.port)
-        self.port = reserved.getsockname()[1]
+        if self.config.admission_limit:
+            from server.admission_proxy import public_address
+
+            self._public = public_address(self.config.host, self.config.port)
+            self.port = int(self._public.rsplit(":", 1)[1])
+            self._worker_ports = [reserve_port("127.0.0.1", 0) for _ in self.workers]
+            reserved = None
+        else:
+            reserved = reserve_port(self.config.host, self.config.port)
+            self.port = reserved.getsockname()[1]
         lock = self._lock_live_directory()
         metrics_dir = tempfile.mkdtemp(prefix="recserve-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir  # before any worker starts
@@ -133,13 +148,18 @@ class WorkerSupervisor:
             code = self._supervise()
         finally:
             self._stop_all()
+            if self.proxy is not None:  # after the drain: calls through it were answered
+                self.proxy.stop()
+            for sock in self._worker_ports:
+                sock.close()
             if self.inference is not None:
                 self.inference.stop()
             if metrics_http is not None:
                 metrics_http.shutdown()
             shutil.rmtree(metrics_dir, ignore_errors=True)
             shutil.rmtree(self._reload_file.parent, ignore_errors=True)
-            reserved.close()
+            if reserved is not None:
+                reserved.close()
             if lock is not None:
                 lock.close()
         return code
@@ -151,6 +171,8 @@ class WorkerSupervisor:
             self._read_ready()
             if not announced and all(w.ready for w in self.workers):
                 announced = True
+                if self.config.admission_limit and not self._start_proxy():
+                    return 1
                 metrics = f"; metrics on :{self.metrics_port}" if self.metrics_port else ""
                 print(f"recserve: serving bundle {self._version} on {self.config.host}:{self.port} "
                       f"({len(self.workers)} workers{metrics})", flush=True)
@@ -161,7 +183,7 @@ class WorkerSupervisor:
                 self._hangup = False
                 self._reload_file.unlink(missing_ok=True)
                 self._signal_all(signal.SIGHUP)
-            if not self._reap_and_restart():
+            if not self._reap_and_restart() or not self._proxy_running():
                 return 1
             time.sleep(0.05)
         log.info("%s: draining %d workers", self._stopping, len(self.workers))
@@ -178,9 +200,12 @@ class WorkerSupervisor:
         env.setdefault("RECSERVE_RUNTIME_INTRA_OP_THREADS", str(threads))
         if worker.process is not None:  # a replacement: the others serve, join the port when ready
             env[ENV_JOIN_LATE] = "1"
+        host, port = self.config.host, self.port
+        if self._worker_ports:  # behind the proxy: its own loopback port, judged by the public one
+            host, port = "127.0.0.1", self._worker_ports[worker.index].getsockname()[1]
+            env[ENV_PUBLIC_ADDRESS] = self._public
         argv = [sys.executable, "-m", "clients.cli", "serve", *self.worker_argv,
-                "--workers", "1", "--host", self.config.host, "--port", str(self.port),
-                "--metrics-port", "-1"]
+                "--workers", "1", "--host", host, "--port", str(port), "--metrics-port", "-1"]
         if self._reload_file is not None and self._reload_file.exists():  # the others reloaded over the API: a replacement serves that
             argv += ["--bundle", self._reload_file.read_text()]
         worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._ready_w,),
@@ -279,6 +304,32 @@ class WorkerSupervisor:
                 worker.process.kill()
                 worker.process.wait()
 
+    def _start_proxy(self) -> bool:
+        from server.admission_proxy import AdmissionProxy, ProxyCounters, ProxyPlan
+
+        backends = tuple(f"127.0.0.1:{s.getsockname()[1]}" for s in self._worker_ports)
+        self.proxy = AdmissionProxy(ProxyPlan(self._public, backends, self.config.admission_limit))
+        try:
+            self.proxy.start()
+        except (RuntimeError, OSError) as exc:
+            log.error("the admission proxy did not start (%s): stopping", exc)
+            return False
+        if self._registry is not None:
+            self._registry.register(ProxyCounters(self.proxy))
+        return True
+
+    def _proxy_running(self) -> bool:
+        """Restart the proxy if it died; False (stop the server) if it cannot be."""
+        if self.proxy is None or self.proxy.exited() is None:
+            return True
+        log.error("the admission proxy exited with %s: starting it again", self.proxy.exited())
+        try:
+            self.proxy.start()
+        except (RuntimeError, OSError) as exc:
+            log.error("the admission proxy could not be restarted (%s): stopping", exc)
+            return False
+        return True
+
     def _start_inference(self) -> None:
         from server.inference.launcher import ENV_SOCKET, InferenceLauncher
 
@@ -309,7 +360,7 @@ class WorkerSupervisor:
             return None
         from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
-        registry = CollectorRegistry()
+        registry = self._registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=metrics_dir)
         server, _ = start_http_server(self.config.metrics_port, addr=self.config.metrics_host,
                                       registry=registry)

@@ -20,7 +20,7 @@ from tests.server.serve_process import ServeProcess, free_port
 
 
 def test_the_generated_configuration_is_valid_haproxy(tmp_path):
-    proxy = AdmissionProxy(ProxyPlan("127.0.0.1:1", "127.0.0.1:2", 64))
+    proxy = AdmissionProxy(ProxyPlan("127.0.0.1:1", ("127.0.0.1:2", "127.0.0.1:3"), 64))
     config = tmp_path / "haproxy.cfg"
     config.write_text(proxy.plan.config())
     lib = str(__import__("pathlib").Path(haproxy_binary()).parent / "lib")
@@ -97,3 +97,64 @@ def test_tls_with_the_proxy_is_one_line_and_exit_2(small_bundle, tmp_path):
         capture_output=True, text=True, timeout=60, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     assert done.returncode == 2, done.stderr
     assert "--admission-proxy" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_workers_behind_the_proxy_share_the_calls_and_the_bound(small_bundle, tmp_path):
+    """--workers 2: each worker on its own loopback port, the bound is per worker that is up."""
+    fault = tmp_path / "hang"
+    server = ServeProcess(small_bundle, tmp_path / "live", "--admission-proxy", "--workers", "2",
+                          env={"RECSERVE_SERVER_MAX_CONCURRENT_CALLS": "2",
+                               "RECSERVE_BATCHER_FAULT_FILE": str(fault),
+                               "RECSERVE_BATCHER_INFERENCE_TIMEOUT_S": "60", "RECSERVE_BATCHER_CACHE_SIZE": "0"})
+    try:
+        port = server.wait_serving(timeout=180)
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        stub = pb_grpc.RecommenderStub(channel)
+        seen = {stub.Recommend(pb.RecommendRequest(query=f"red mug {i}", k=3), timeout=10).timings.worker_id
+                for i in range(12)}
+        assert len(seen) == 2, seen  # one connection from the client, calls spread by the proxy
+        fault.write_text("hang")
+        held = ThreadPoolExecutor(4)
+        hung = [held.submit(stub.Recommend, pb.RecommendRequest(query=f"hung {i}", k=3), timeout=30)
+                for i in range(4)]  # 2 per worker fill the bound of both
+        time.sleep(1.5)
+        for i in range(10):
+            with pytest.raises(grpc.RpcError) as error:
+                stub.Recommend(pb.RecommendRequest(query=f"more {i}", k=3), timeout=10)
+            assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert error.value.details() == REFUSAL
+        assert not any(f.done() for f in hung)
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        fault.unlink()
+        assert all(f.result().items for f in hung)
+        channel.close()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=90) == 0
+    finally:
+        server.kill()
+
+
+def test_two_workers_behind_the_proxy_keep_protected_mode_and_outlive_a_killed_worker(small_bundle, tmp_path):
+    import os
+
+    server = ServeProcess(small_bundle, tmp_path / "live", "--admission-proxy", "--workers", "2",
+                          "--host", "0.0.0.0")
+    try:
+        port = server.wait_serving(timeout=180)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            with pytest.raises(grpc.RpcError) as error:  # workers are on loopback; callers are not
+                stub.UpsertItems(pb.UpsertItemsRequest(items=[pb.Item(item_id="x", title="x")]), timeout=10)
+            assert error.value.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+            ids = {stub.Recommend(pb.RecommendRequest(query=f"mug {i}", k=1), timeout=10).timings.worker_id
+                   for i in range(8)}
+            assert len(ids) == 2, ids
+            victim = sorted(ids)[0]
+            os.kill(int(victim.rsplit("-", 1)[1]), signal.SIGKILL)
+            time.sleep(1.5)  # the proxy's connect check marks it down (inter 500 ms)
+            after = [stub.Recommend(pb.RecommendRequest(query=f"cup {i}", k=1), timeout=10) for i in range(10)]
+            assert all(r.items for r in after)
+            assert victim not in {r.timings.worker_id for r in after}
+    finally:
+        server.kill()
