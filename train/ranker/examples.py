@@ -22,8 +22,12 @@ class NextItemExample:
 
 
 def window_examples(events: EventSequences, start: float, end: float, per_user: int,
-                    limit: int, seed: int) -> list[NextItemExample]:
-    """Up to per_user events per user with start <= time < end (seeded choice), at most limit."""
+                    limit: int, seed: int, session_start_share: float = 0.0) -> list[NextItemExample]:
+    """Up to per_user events per user with start <= time < end (seeded choice), at most limit.
+
+    session_start_share: the share of examples asked at the start of their moment, i.e.
+    without the events that share the target's timestamp (the rest of its basket) in the
+    history: the first item of a new basket rather than the next item of one begun."""
     rng = np.random.default_rng(seed)
     out = []
     for u in range(len(events.user_ids)):
@@ -32,7 +36,12 @@ def window_examples(events: EventSequences, start: float, end: float, per_user: 
         inside = inside[inside > 0]  # a history is needed to retrieve anything
         if len(inside) > per_user:
             inside = np.sort(rng.choice(inside, size=per_user, replace=False))
-        out.extend(NextItemExample(labels[:i].copy(), int(labels[i])) for i in inside)
+        for i in inside:
+            cut = i
+            if session_start_share and rng.random() < session_start_share:
+                cut = int(np.searchsorted(stamps, stamps[i], side="left"))
+            if cut > 0:
+                out.append(NextItemExample(labels[:cut].copy(), int(labels[i])))
     if len(out) > limit:
         keep = np.sort(rng.choice(len(out), size=limit, replace=False))
         out = [out[i] for i in keep]
