@@ -49,7 +49,9 @@ def two_workers(small_bundle, tmp_path_factory):
 
 
 def _call(port: int, request: pb.RecommendRequest, timeout: float = 10.0) -> pb.RecommendResponse:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # a new connection each time
+    # a new connection each time: gRPC shares subchannels between channels of one process
+    # unless each has its own pool (a closed channel's connection could be reused)
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
         return pb_grpc.RecommenderStub(channel).Recommend(request, timeout=timeout)
 
 

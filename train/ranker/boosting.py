@@ -13,8 +13,11 @@ the raw score (log-odds): the sigmoid changes no order, so the exported model st
 Nothing here is tuned to one data set; the capacity follows the amount of training data:
 - leaves: about one per 25 positive examples, between 7 and 63 (few positives, small trees);
 - min_data_in_leaf: 0.5 % of the training rows, at least 20 (a leaf speaks for many rows);
-- rounds: up to 1000 at learning rate 0.05, stopped when NDCG@10 on the later time slice
-  (the validation examples) has not improved for 50 rounds; the best round is kept.
+- rounds: up to 1000 at learning rate 0.1 (LightGBM's default), stopped when NDCG@10 on the
+  later time slice (the validation examples) has not improved for 50 rounds; the best round
+  is kept. The served cost grows with the trees kept: on Online Retail 0.05 kept 256 trees
+  (test NDCG@10 0.1454, rank stage 3.3 ms p50) and 0.1 kept 62 (0.1425, 1.1 ms), a
+  difference in NDCG within one standard error (~0.005) for a third of the cost.
 The thresholds are rounded down to float32 (float32_thresholds: the same decisions for
 float32 features, which is all the server has), the model is converted with onnxmltools and
 checked against LightGBM's own predictions on the validation rows before it may ship (the
@@ -32,7 +35,7 @@ from train.evaluation.metrics import ndcg_at, recall_at
 from train.ranker.fit import CandidateSet
 
 ONNX_TOLERANCE = 1e-4  # trees compare float32 thresholds; anything larger is a conversion bug
-LEARNING_RATE = 0.05
+LEARNING_RATE = 0.1  # LightGBM's own default; 0.05 kept 4x the trees for -2 % NDCG (within noise)
 MAX_ROUNDS = 1000
 PATIENCE = 50
 
@@ -48,12 +51,13 @@ class FittedRanker:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def data_derived_params(rows: int, positives: int, seed: int, threads: int) -> dict[str, Any]:
+def data_derived_params(rows: int, positives: int, seed: int, threads: int,
+                        learning_rate: float = LEARNING_RATE) -> dict[str, Any]:
     """LightGBM parameters sized by the training data (module docstring)."""
     leaves = int(np.clip(positives // 25, 7, 63))
     return {
         "objective": "binary", "metric": "ndcg", "eval_at": [10],
-        "learning_rate": LEARNING_RATE, "num_leaves": leaves,
+        "learning_rate": learning_rate, "num_leaves": leaves,
         "min_data_in_leaf": max(20, rows // 200), "feature_fraction": 0.9,
         "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
         "seed": seed, "deterministic": True,
@@ -119,7 +123,7 @@ def to_onnx(booster: Any, n_features: int) -> bytes:
 
 
 def fit_gbdt(train: CandidateSet, validation: CandidateSet, feature_names: Sequence[str],
-             seed: int = 0, threads: int = 0) -> FittedRanker:
+             seed: int = 0, threads: int = 0, learning_rate: float = LEARNING_RATE) -> FittedRanker:
     """Fit, early-stop on the validation slice, convert to ONNX and check the conversion."""
     import lightgbm as lgb
 
@@ -130,7 +134,7 @@ def fit_gbdt(train: CandidateSet, validation: CandidateSet, feature_names: Seque
     if not groups:
         raise ValueError("no training example has its next item among the candidates")
     vx, vy, vgroups = _groups(validation)
-    params = data_derived_params(len(x), len(groups), seed, threads or usable_cpus())
+    params = data_derived_params(len(x), len(groups), seed, threads or usable_cpus(), learning_rate)
     names = list(feature_names)
     data = lgb.Dataset(x, y, group=groups, feature_name=names, free_raw_data=False)
     kwargs: dict[str, Any] = {}
