@@ -9,8 +9,7 @@ Trailers-Only response. Health and reflection always pass (their own backend, no
 
 With `--workers N` the supervisor runs it (server/workers/supervisor.py): each worker listens
 on its own loopback port, HAProxy sends each call to the least busy worker that is up
-(connect checks), and the bound is `limit` per worker that is up, so a dead worker's share is
-refused at once instead of queued.
+(connect checks), and the bound is `limit` per worker the checks see up (`nbsrv`).
 """
 
 from __future__ import annotations
@@ -131,6 +130,20 @@ class AdmissionProxy:
     def exited(self) -> int | None:
         return self.process.poll() if self.process is not None else None
 
+    def restart_if_exited(self) -> bool:
+        """Start HAProxy again if it died (callers see one broken connection); False when it
+        cannot be, and the server should stop rather than serve an unreachable port."""
+        code = self.exited()
+        if code is None:
+            return True
+        log.error("the admission proxy exited with %s: starting it again", code)
+        try:
+            self.start()
+        except (RuntimeError, OSError) as exc:
+            log.error("the admission proxy could not be restarted (%s): stopping", exc)
+            return False
+        return True
+
     def stop(self) -> None:
         stop_child(self.process)
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -243,14 +256,9 @@ class ProxiedPort:
 
         while True:
             await asyncio.sleep(0.5)
-            code = self.proxy.exited()
-            if code is None:
+            if self.proxy.exited() is None:
                 continue
-            log.error("the admission proxy exited with %s: starting it again", code)
-            try:
-                await asyncio.to_thread(self.proxy.start)
-            except (RuntimeError, OSError) as exc:
-                log.error("the admission proxy could not be restarted (%s): stopping", exc)
+            if not await asyncio.to_thread(self.proxy.restart_if_exited):
                 self.failed = True
                 await server.drain_and_stop()
                 return

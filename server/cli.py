@@ -20,7 +20,7 @@ from server.requests import LimitsConfig
 from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
 from server.admission_proxy import ProxiedPort
-from server.workers.identity import public_address, worker_prefix
+from server.workers.identity import supervisor_proxy_address, worker_prefix
 from server.workers.supervisor import (SupervisorConfig, announce_ready, auto_workers,
                                       reload_target)
 
@@ -138,9 +138,10 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
-    front = ProxiedPort(configs) if configs.server.admission_proxy else None
+    behind = supervisor_proxy_address()  # a --workers worker: the supervisor runs the proxy
+    front = ProxiedPort(configs) if configs.server.admission_proxy and behind is None else None
     starting.append(loop.create_task(
-        server.start(bundle, *front.addresses()) if front else server.start(bundle, None, public_address())))
+        server.start(bundle, *front.addresses()) if front else server.start(bundle, None, behind)))
     try:
         port = await starting[0]
         if front is not None:
@@ -217,9 +218,7 @@ def supervise(args: argparse.Namespace, bundle: str, configs: AllConfigs, worker
 
     from server.live.service import live_directory
 
-    # the proxy, when asked for, runs in the supervisor in front of every worker
-    argv = [a for a in sys.argv[sys.argv.index("serve") + 1:] if a != "--admission-proxy"]
-    argv += ["--bundle", bundle]
+    argv = sys.argv[sys.argv.index("serve") + 1:] + ["--bundle", bundle]
     server = configs.server
     config = SupervisorConfig(
         workers=workers, host=server.host, port=server.port,

@@ -207,9 +207,8 @@ def compute_features(
         out[:, COLUMN["history_mean_similarity"]] = history_sims @ ctx.history_weights
         cooc = _sparse_rows_at(tables.cooccurrence, history, ctx.history_weights, candidates)
         out[:, COLUMN["co_occurrence"]] = np.minimum(cooc, 1.0)
-        interacted = np.isin(candidates, history)
+        interacted = _history_repeats(candidates, history, out)
         out[:, COLUMN["already_interacted"]] = interacted
-        _history_repeats(candidates, history, out)
         out[:, COLUMN["repeat_purchase"]] = interacted * gather(tables.repeat_rate, candidates)
         out[:, COLUMN["attribute_affinity"]] = _attribute_affinity(candidates, ctx, tables)
         out[:, COLUMN["item_knn"]] = neighbour_scores(
@@ -234,8 +233,9 @@ def compute_features(
     return out, history_sims
 
 
-def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarray) -> None:
-    """history_count, history_recency (per candidate), user_repeat_share, history_size."""
+def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """history_count, history_recency (per candidate), user_repeat_share, history_size; returns
+    which candidates are in the history (already_interacted)."""
     n = len(history)
     items, counts = np.unique(history, return_counts=True)
     newest = n - 1 - np.unique(history[::-1], return_index=True)[1]  # last position of each
@@ -245,6 +245,7 @@ def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarra
     out[:, COLUMN["history_recency"]] = np.where(inside, 1.0 / (n - newest[at]), 0.0)
     out[:, COLUMN["user_repeat_share"]] = (n - len(items)) / max(n - 1, 1)
     out[:, COLUMN["history_size"]] = np.log1p(n)
+    return inside
 
 
 TRANSITION_ITEMS = 3  # "often bought after X": the last few items, newest weighing most

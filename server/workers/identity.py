@@ -23,9 +23,9 @@ ENV_JOIN_LATE = "RECSERVE_WORKER_JOIN_LATE"
 ENV_PUBLIC_ADDRESS = "RECSERVE_WORKER_PUBLIC_ADDRESS"
 
 
-def public_address() -> str | None:
+def supervisor_proxy_address() -> str | None:
     """Where callers connect when the supervisor's admission proxy forwards to this worker's
-    loopback port (protected mode is judged by it), else None."""
+    loopback port (protected mode is judged by it; the worker runs no proxy of its own), else None."""
     return os.environ.get(ENV_PUBLIC_ADDRESS) or None
 
 

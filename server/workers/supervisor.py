@@ -320,15 +320,7 @@ class WorkerSupervisor:
 
     def _proxy_running(self) -> bool:
         """Restart the proxy if it died; False (stop the server) if it cannot be."""
-        if self.proxy is None or self.proxy.exited() is None:
-            return True
-        log.error("the admission proxy exited with %s: starting it again", self.proxy.exited())
-        try:
-            self.proxy.start()
-        except (RuntimeError, OSError) as exc:
-            log.error("the admission proxy could not be restarted (%s): stopping", exc)
-            return False
-        return True
+        return self.proxy is None or self.proxy.restart_if_exited()
 
     def _start_inference(self) -> None:
         from server.inference.launcher import ENV_SOCKET, InferenceLauncher

@@ -156,5 +156,13 @@ def test_two_workers_behind_the_proxy_keep_protected_mode_and_outlive_a_killed_w
             after = [stub.Recommend(pb.RecommendRequest(query=f"cup {i}", k=1), timeout=10) for i in range(10)]
             assert all(r.items for r in after)
             assert victim not in {r.timings.worker_id for r in after}
+            index = victim.split("-", 1)[0]  # the replacement binds the same loopback port
+            deadline, back = time.monotonic() + 90, set()
+            while time.monotonic() < deadline and not back:
+                ids = {stub.Recommend(pb.RecommendRequest(query=f"jar {i}", k=1), timeout=10).timings.worker_id
+                       for i in range(6)}
+                back = {w for w in ids if w.startswith(index + "-") and w != victim}
+                time.sleep(0.5)
+            assert back, "the replacement worker never served through the proxy"
     finally:
         server.kill()
