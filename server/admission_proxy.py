@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.ports import address_of, reserve_port
 from server.workers.children import die_with_parent, stop_child
 
 if TYPE_CHECKING:
@@ -190,15 +191,6 @@ class ProxyCounters:
         yield refused
 
 
-def public_address(host: str, port: int) -> str:
-    """host:port for the proxy to listen on; port 0 becomes a free port chosen now."""
-    if port == 0:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _accepts(host: str, port: int) -> bool:
     host = host.strip("[]")
     if host in ("0.0.0.0", "::"):
@@ -220,7 +212,10 @@ class ProxiedPort:
     def __init__(self, configs: "AllConfigs") -> None:
         self.configs = configs
         server = configs.server
-        self.public = public_address(server.host, server.port)
+        # held until HAProxy listens (it binds with SO_REUSEPORT too): port 0's free port cannot
+        # be taken by another bind meanwhile, the server's own loopback port included
+        self._reserved = reserve_port(server.host, server.port)
+        self.public = address_of(server.host, self._reserved)
         self.proxy: AdmissionProxy | None = None
         self.failed = False
         self._watch = None
@@ -246,7 +241,10 @@ class ProxiedPort:
 
         bound = self.configs.server.concurrency_limit(self.configs.batcher)
         self.proxy = AdmissionProxy(ProxyPlan(self.public, (f"127.0.0.1:{server.port}",), bound))
-        await asyncio.to_thread(self.proxy.start)
+        try:
+            await asyncio.to_thread(self.proxy.start)
+        finally:
+            self._reserved.close()
         server.metrics.registry.register(ProxyCounters(self.proxy))
         self._watch = asyncio.get_running_loop().create_task(self._keep_running(server))
         return int(self.public.rsplit(":", 1)[1])
@@ -264,6 +262,7 @@ class ProxiedPort:
                 return
 
     def close(self) -> None:
+        self._reserved.close()
         if self._watch is not None:
             self._watch.cancel()
         if self.proxy is not None:

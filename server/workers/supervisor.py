@@ -34,6 +34,7 @@ from pathlib import Path
 
 from export.cpus import usable_cpus
 from server.live.log_sharing import ENV_COUNT, ENV_INDEX
+from server.ports import address_of, reserve_port
 from server.workers.children import die_with_parent
 from server.workers.identity import ENV_JOIN_LATE, ENV_PUBLIC_ADDRESS
 
@@ -82,15 +83,6 @@ def auto_workers() -> int:
     return usable_cpus()
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A bound (not listening) SO_REUSEPORT socket: holds the port so workers can share it."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
-
-
 @dataclass
 class _Worker:
     index: int
@@ -122,16 +114,12 @@ class WorkerSupervisor:
     # ---- the lifecycle ---------------------------------------------------------------------
 
     def run(self) -> int:
+        # held from now on: the workers (or HAProxy) bind it with SO_REUSEPORT
+        reserved = reserve_port(self.config.host, self.config.port)
+        self.port = reserved.getsockname()[1]
         if self.config.admission_limit:
-            from server.admission_proxy import public_address
-
-            self._public = public_address(self.config.host, self.config.port)
-            self.port = int(self._public.rsplit(":", 1)[1])
+            self._public = address_of(self.config.host, reserved)
             self._worker_ports = [reserve_port("127.0.0.1", 0) for _ in self.workers]
-            reserved = None
-        else:
-            reserved = reserve_port(self.config.host, self.config.port)
-            self.port = reserved.getsockname()[1]
         lock = self._lock_live_directory()
         metrics_dir = tempfile.mkdtemp(prefix="recserve-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir  # before any worker starts
@@ -158,8 +146,7 @@ class WorkerSupervisor:
                 metrics_http.shutdown()
             shutil.rmtree(metrics_dir, ignore_errors=True)
             shutil.rmtree(self._reload_file.parent, ignore_errors=True)
-            if reserved is not None:
-                reserved.close()
+            reserved.close()
             if lock is not None:
                 lock.close()
         return code

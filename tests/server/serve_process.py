@@ -25,6 +25,7 @@ class ServeProcess:
     def __init__(self, bundle: Path, live_dir: Path, *args: str, port: int = 0,
                  env: dict[str, str] | None = None) -> None:
         self.port = port
+        self.announced = False  # the serving line was seen
         command = [sys.executable, "-m", "clients.cli", "serve", "--bundle", str(bundle), "--host",
                    "127.0.0.1", "--port", str(port), "--metrics-port", "-1", "--live-dir", str(live_dir),
                    "--log-level", "INFO", *args]
@@ -42,15 +43,20 @@ class ServeProcess:
             match = SERVING_LINE.search(line)
             if match and line.startswith("recserve:"):
                 self.port = int(match.group(1))
+                self.announced = True
                 self._serving.set()
         self._serving.set()
 
     def wait_serving(self, timeout: float = 120) -> int:
         """The port once the process says it serves; fails with its output if it exited first."""
         self._serving.wait(timeout)
-        if self.process.poll() is not None:
-            raise AssertionError(f"server exited (rc={self.process.returncode}):\n{self.output}")
-        return self.port
+        if self.announced:
+            return self.port
+        try:  # no serving line: its output ended (it is exiting) or it is still starting
+            code = self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"not serving after {timeout:.0f} s:\n{self.output}") from None
+        raise AssertionError(f"server exited (rc={code}):\n{self.output}")
 
     def wait(self, timeout: float = 60) -> int:
         code = self.process.wait(timeout=timeout)
