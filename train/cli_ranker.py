@@ -30,6 +30,8 @@ def add_ranker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation-per-user", type=int, help="most validation examples per user; 3")
     parser.add_argument("--learning-rate", type=float,
                         help="LightGBM shrinkage (fewer, cheaper trees when larger); 0.1")
+    parser.add_argument("--max-trees", type=int,
+                        help="most boosting rounds kept (the rank stage's cost budget); 60")
     parser.add_argument("--session-start-share", type=float,
                         help="share of examples without the target's same-time events in the history; 0")
     parser.add_argument("--validation-examples", type=int, help="most validation examples; 1500")
@@ -57,7 +59,7 @@ def ranker_config(args: argparse.Namespace):
         RankerFitConfig, getattr(args, "config", None), fit_start=args.fit_start,
         validation_start=args.validation_start, per_user=args.per_user,
         validation_per_user=args.validation_per_user, session_start_share=args.session_start_share,
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate, max_trees=args.max_trees,
         max_examples=args.max_examples, validation_examples=args.validation_examples,
         k=getattr(args, "k", None), C=getattr(args, "C", None), seed=args.ranker_seed)
 

@@ -25,6 +25,11 @@ are keyed by it, and `FEATURES_VERSION` changes whenever it does.
 - user_repeat_share: share of the history's events that repeat an earlier one (a user who
   re-buys); with history_size (log1p of the history's length), per user, not per item: the
   trees learn from them when repeats and item-to-item evidence matter for this user
+- neighbour_likeness: how like the item is to what item-to-item CF expects next: the largest
+  cosine (>= 0) to one of the LIKENESS_ITEMS items the history's item-kNN neighbours score
+  highest (the item itself left out), times that item's score over the top one. Content
+  evidence that an item nobody has bought yet (a cold item: a new colour, a new size) is
+  what customers like this one buy; the same definition for warm and cold items
 """
 
 from __future__ import annotations
@@ -61,8 +66,11 @@ FEATURES: tuple[str, ...] = (
     "user_repeat_share",
     "history_size",
     *(f"rank_{name}" for name in SOURCE_NAMES[_VERSION_2_SOURCES:]),
+    # version 4
+    "neighbour_likeness",
 )
-FEATURES_VERSION = 3
+FEATURES_VERSION = 4
+LIKENESS_ITEMS = 16  # the item-kNN expectation's head: [C, 16] cosines cost ~20 us a request
 # What an item nobody has interacted with yet (a cold item) has at 0: the columns read from
 # interaction tables or from the collaborative sources. The ranker's training also shows it
 # such rows (train/ranker/cold_items.py), so cold items are ranked on their content.
@@ -211,9 +219,10 @@ def compute_features(
         out[:, COLUMN["already_interacted"]] = interacted
         out[:, COLUMN["repeat_purchase"]] = interacted * gather(tables.repeat_rate, candidates)
         out[:, COLUMN["attribute_affinity"]] = _attribute_affinity(candidates, ctx, tables)
-        out[:, COLUMN["item_knn"]] = neighbour_scores(
-            tables.item_knn, history, ctx.history_weights, candidates,
-            ctx.neighbour_scores.get("item_knn"))
+        knn = ctx.neighbour_scores.get("item_knn") or tables.item_knn.aggregate(history, ctx.history_weights)
+        out[:, COLUMN["item_knn"]] = neighbour_scores(tables.item_knn, history, ctx.history_weights,
+                                                      candidates, knn)
+        out[:, COLUMN["neighbour_likeness"]] = _neighbour_likeness(candidates, cand_vectors, knn, vectors)
         recent = ctx.recent_weights if ctx.recent_weights is not None else transition_weights(len(history))
         out[:, COLUMN["transition"]] = neighbour_scores(
             tables.transitions, history[-len(recent):], recent, candidates,
@@ -246,6 +255,24 @@ def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarra
     out[:, COLUMN["user_repeat_share"]] = (n - len(items)) / max(n - 1, 1)
     out[:, COLUMN["history_size"]] = np.log1p(n)
     return inside
+
+
+def _neighbour_likeness(candidates: np.ndarray, cand_vectors: np.ndarray,
+                        knn: tuple[np.ndarray, np.ndarray], vectors: np.ndarray) -> np.ndarray:
+    """[C] neighbour_likeness (module docstring) from the aggregated item-kNN scores."""
+    labels, scores = knn
+    if len(labels) == 0:
+        return np.zeros(len(candidates), np.float32)
+    if len(labels) > LIKENESS_ITEMS:
+        head = np.argpartition(-scores, LIKENESS_ITEMS - 1)[:LIKENESS_ITEMS]
+        labels, scores = labels[head], scores[head]
+    inside = labels < len(vectors)
+    labels, scores = labels[inside], scores[inside]
+    if len(labels) == 0 or scores.max() <= 0:
+        return np.zeros(len(candidates), np.float32)
+    likeness = np.maximum(cand_vectors @ vectors[labels].T, 0.0) * (scores / scores.max())
+    likeness[candidates[:, None] == labels[None, :]] = 0.0  # like itself says nothing
+    return likeness.max(axis=1).astype(np.float32)
 
 
 TRANSITION_ITEMS = 3  # "often bought after X": the last few items, newest weighing most

@@ -46,6 +46,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "user_repeat_share": 0.0,
     "history_size": 0.0,
     "rank_repeat": 0.0,
+    # version 4
+    "neighbour_likeness": 0.0,
 }
 
 
@@ -146,6 +148,7 @@ _PLAIN = {
     "repeat_purchase": "you buy this again",
     "history_count": "you buy this again",
     "history_recency": "you bought this recently",
+    "neighbour_likeness": "like items bought by customers who bought yours",
 }
 
 

@@ -118,6 +118,19 @@ def test_history_repeat_features():
     assert f[:, COLUMN["history_size"]].tolist() == pytest.approx([np.log1p(5)] * 3)
 
 
+def test_neighbour_likeness_is_content_likeness_to_what_item_knn_expects():
+    # item-kNN expects item 2 (score 1.0) and item 0 (0.5) after the history [4]
+    ctx = RankingContext(query_vector=None, history_labels=np.array([4]),
+                         history_weights=np.ones(1, np.float32), now=0.0,
+                         neighbour_scores={"item_knn": (np.array([0, 2]), np.array([0.5, 1.0], np.float32))})
+    f, _ = compute_features(np.array([3, 1, 2, 4]), np.zeros(4, np.float32), ctx, tables(), VECTORS)
+    likeness = f[:, COLUMN["neighbour_likeness"]]
+    assert likeness[0] == pytest.approx(float(VECTORS[3] @ VECTORS[2]), abs=1e-5)  # nobody bought 3: like 2
+    assert likeness[1] == pytest.approx(float(VECTORS[1] @ VECTORS[0]) * 0.5, abs=1e-5)  # like 0, half as expected
+    assert likeness[2] == pytest.approx(0.0, abs=1e-6)  # 2 itself: only 0 is left, and they are orthogonal
+    assert likeness[3] == 0.0
+
+
 def test_contributions_name_item_features_not_the_users():
     row = np.zeros(len(FEATURES), np.float32)
     row[COLUMN["history_size"]], row[COLUMN["user_repeat_share"]] = 3.0, 0.9  # large, per user

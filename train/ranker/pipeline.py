@@ -49,6 +49,11 @@ class RankerFitConfig(RecserveSettings):
     """LightGBM's shrinkage (its own default). The served cost grows with the trees early
     stopping keeps: on Online Retail 0.1 kept 62 trees (NDCG@10 0.1425, rank stage 1.1 ms)
     and 0.05 kept 256 (0.1454, 3.3 ms; docs/BENCHMARKS.md)."""
+    max_trees: int = Field(60, ge=1)
+    """Most boosting rounds kept: the serving cost budget; early stopping picks the best round
+    up to it. Each tree costs about 9 us a request (221 real candidates, one core: 59 / 85 /
+    193 trees gave a rank stage of 1.09 / 1.34 / 2.28 ms p50 on Online Retail), so 60 keep the
+    trees near 0.5 ms, half the rank stage (docs/BENCHMARKS.md)."""
     validation_examples: int = Field(1500, ge=10)
     """Most validation examples."""
     k: int = Field(10, ge=1)
@@ -131,7 +136,7 @@ def fit_bundle_ranker(bundle_dir: str | Path, interactions: str | Path, columns,
     # trees also learn the cold case (train/ranker/cold_items.py); early stopping on the
     # validation slice as logged (stopping on both cut the rounds and cost warm NDCG)
     trees = fit_gbdt(with_cold_copies(sets["fit"], config.seed), sets["validation"], FEATURE_NAMES,
-                     seed=config.seed, learning_rate=config.learning_rate)
+                     seed=config.seed, learning_rate=config.learning_rate, max_rounds=config.max_trees)
     validation["gbdt"] = gbdt_metrics(sets["validation"], trees, k)
     cold_validation = cold_copies(sets["validation"], config.seed + 1)
     validation["cold_copies"] = {"gbdt": gbdt_metrics(cold_validation, trees, k),
