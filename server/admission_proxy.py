@@ -212,8 +212,9 @@ class ProxiedPort:
     def __init__(self, configs: "AllConfigs") -> None:
         self.configs = configs
         server = configs.server
-        # held until HAProxy listens (it binds with SO_REUSEPORT too): port 0's free port cannot
-        # be taken by another bind meanwhile, the server's own loopback port included
+        # held while serving, as the supervisor holds its port (HAProxy binds with SO_REUSEPORT
+        # too): port 0's free port cannot be taken by another bind before HAProxy listens, the
+        # server's own loopback port included, nor while a dead HAProxy is being restarted
         self._reserved = reserve_port(server.host, server.port)
         self.public = address_of(server.host, self._reserved)
         self.proxy: AdmissionProxy | None = None
@@ -241,10 +242,7 @@ class ProxiedPort:
 
         bound = self.configs.server.concurrency_limit(self.configs.batcher)
         self.proxy = AdmissionProxy(ProxyPlan(self.public, (f"127.0.0.1:{server.port}",), bound))
-        try:
-            await asyncio.to_thread(self.proxy.start)
-        finally:
-            self._reserved.close()
+        await asyncio.to_thread(self.proxy.start)
         server.metrics.registry.register(ProxyCounters(self.proxy))
         self._watch = asyncio.get_running_loop().create_task(self._keep_running(server))
         return int(self.public.rsplit(":", 1)[1])
