@@ -16,7 +16,7 @@ Nothing here is tuned to one data set; the capacity follows the amount of traini
 - rounds: at learning rate 0.1 (LightGBM's default), stopped when NDCG@10 on the later time
   slice (the validation examples) has not improved for 50 rounds; the best round is kept, up
   to the serving cost budget (RankerFitConfig.max_trees, 60: about 0.5 ms a request).
-  On Online Retail the validation curve is flat past ~60 rounds and two builds from the same
+  On Online Retail the validation curve is nearly flat past ~60 rounds and two builds of the same
   events kept 62 and 193 trees (rank stage 1.1 ms vs 2.3 ms). Refitted on one bundle (with
   the version-4 features): test NDCG@10 0.1453 with 85 trees (stopped below the budget) and
   0.1439 with a budget of 60 (docs/EVALUATION.md).
