@@ -55,9 +55,17 @@ async def test_calls_after_the_drain_window_are_refused_and_nothing_is_cut_off(s
                 if server.process.poll() is not None:
                     break
                 await asyncio.sleep(0.01)
-        # OK while the drain still takes calls, then refused; never cancelled half way
-        assert "CANCELLED" not in codes and set(codes) <= {"OK", "UNAVAILABLE"}, codes
-        assert codes[0] == "OK" and "UNAVAILABLE" in codes, codes
+        # OK while the drain still takes calls, then refused. One call may come back CANCELLED
+        # at the instant the port closes: gRPC core cancels a call it has received but Python
+        # has not picked up yet (ServerConfig.drain_accept_s); it never started, and a call the
+        # servicer started is never cut off (exit 0, no "calls still running").
+        first_refused = next(i for i, code in enumerate(codes) if code != "OK")
+        assert first_refused > 0 and set(codes[:first_refused]) == {"OK"}, codes
+        after = codes[first_refused:]
+        assert set(after) <= {"UNAVAILABLE", "CANCELLED"} and after.count("CANCELLED") <= 1, codes
+        assert "CANCELLED" not in after[1:], codes  # only at the transition
+        assert "UNAVAILABLE" in codes or after == ["CANCELLED"], codes
         assert server.wait(timeout=30) == 0
+        assert "calls still running" not in server.output
     finally:
         server.kill()
