@@ -31,6 +31,7 @@ import numpy as np
 
 from server.live.offline import recover_offline
 from server.workers.process import ServerProcess
+from tests.server.connections import new_connection
 from tests.server.crash_ledger import CrashWriter, WriterLedger, new_ledgers
 
 # Frequent snapshots and compactions, so kills also land in the middle of them.
@@ -137,13 +138,11 @@ def check_offline(bundle: Path, live_dir: Path, ledgers: list[WriterLedger], bun
 
 def _served_state(port: int, ledgers: list[WriterLedger], facts: dict | None) -> tuple[str, tuple, list[str]]:
     """One connection (so one worker): (worker id, (last applied, live items), problems)."""
-    import grpc
-
     from protos import recommender_pb2 as pb
     from protos import recommender_pb2_grpc as pb_grpc
 
     problems = []
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with new_connection(port) as channel:  # a connection of its own: it may reach another worker
         stub = pb_grpc.RecommenderStub(channel)
         info = stub.GetInfo(pb.GetInfoRequest(), timeout=10)
         served = (info.last_applied_sequence, info.live_items)
@@ -193,7 +192,7 @@ def retry_in_doubt(port: int, ledgers: list[WriterLedger], calls: dict, outcomes
     from protos import recommender_pb2_grpc as pb_grpc
 
     problems = []
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    with new_connection(port) as channel:  # a connection of its own: it may reach another worker
         stub = pb_grpc.RecommenderStub(channel)
         for ledger in ledgers:
             if ledger.name not in calls:

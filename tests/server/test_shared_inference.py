@@ -10,7 +10,6 @@ import signal
 import socket
 import threading
 
-import grpc
 import numpy as np
 import pytest
 
@@ -23,6 +22,7 @@ from server.inference.client import RemoteEncoderRuntime
 from server.inference.launcher import InferenceLauncher
 from server.inference.process import InferenceProcess, _Worker
 from server.workers.process import ServerProcess
+from tests.server.connections import new_connection
 
 TEXTS = ["red vintage mug", "christmas lantern with a long description " * 6, "tea", "zinc planter",
          "set of 3 cake tins pantry design", "glass star frosted t-light holder"]
@@ -144,7 +144,7 @@ def test_two_workers_serve_through_one_inference_process(small_bundle, tmp_path)
     try:
         seen = {}
         for _ in range(16):
-            with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:  # a new connection each time
+            with new_connection(server.port) as channel:
                 reply = pb_grpc.RecommenderStub(channel).Recommend(
                     pb.RecommendRequest(query="christmas lantern", k=5), timeout=20)
             seen[reply.timings.worker_id] = [item.item_id for item in reply.items]

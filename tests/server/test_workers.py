@@ -23,6 +23,7 @@ from clients.options import ClientOptions, RetryPolicy
 from protos import recommender_pb2 as pb
 from protos import recommender_pb2_grpc as pb_grpc
 from server.workers.process import ServerProcess
+from tests.server.connections import new_connection
 
 
 def _release(small_bundle, releases, name: str) -> str:
@@ -49,9 +50,7 @@ def two_workers(small_bundle, tmp_path_factory):
 
 
 def _call(port: int, request: pb.RecommendRequest, timeout: float = 10.0) -> pb.RecommendResponse:
-    # a new connection each time: gRPC shares subchannels between channels of one process
-    # unless each has its own pool (a closed channel's connection could be reused)
-    with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+    with new_connection(port) as channel:
         return pb_grpc.RecommenderStub(channel).Recommend(request, timeout=timeout)
 
 
