@@ -34,6 +34,7 @@ are keyed by it, and `FEATURES_VERSION` changes whenever it does.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,17 +142,28 @@ def gather(values: np.ndarray, labels: np.ndarray, fill: float = 0.0) -> np.ndar
     return out
 
 
+_POSITIONS = threading.local()  # per thread: label -> candidate position (-1: not a candidate)
+
+
 def _accumulate(labels: np.ndarray, values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """[C] sum of values whose label is each candidate, by a sorted merge (no dense [n])."""
-    out = np.zeros(len(candidates), np.float32)
+    """[C] sum of values whose label is each candidate (candidates unique).
+
+    Through a reused label -> position table (4 bytes an item, per thread; filled for the
+    candidates and cleared again each call): a gather instead of a binary search for each of
+    the ~1,600 values a request reads, a third of co_occurrence's cost on Online Retail."""
     if len(labels) == 0 or len(candidates) == 0:
-        return out
-    order = np.argsort(candidates, kind="stable")
-    sorted_candidates = candidates[order]
-    at = np.minimum(np.searchsorted(sorted_candidates, labels), len(candidates) - 1)
-    hit = sorted_candidates[at] == labels
-    np.add.at(out, order[at[hit]], values[hit])
-    return out
+        return np.zeros(len(candidates), np.float32)
+    size = int(max(candidates.max(), labels.max())) + 1
+    table = getattr(_POSITIONS, "table", None)
+    if table is None or len(table) < size:
+        table = _POSITIONS.table = np.full(max(size, 2 * len(table) if table is not None else 0), -1, np.int32)
+    table[candidates] = np.arange(len(candidates), dtype=np.int32)
+    try:
+        at = table[labels]
+    finally:
+        table[candidates] = -1
+    hit = at >= 0
+    return np.bincount(at[hit], weights=values[hit], minlength=len(candidates)).astype(np.float32)
 
 
 def _lookup(sorted_labels: np.ndarray, values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -183,7 +195,7 @@ def _sparse_rows_at(matrix: sp.csr_matrix, rows: np.ndarray, row_weights: np.nda
         return np.zeros(len(candidates), np.float32)
     offsets = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(total)
     values = matrix.data[offsets] * np.repeat(row_weights, lengths)
-    return _accumulate(matrix.indices[offsets].astype(np.int64), values, candidates)
+    return _accumulate(matrix.indices[offsets], values, candidates)
 
 
 def compute_features(
@@ -210,7 +222,13 @@ def compute_features(
     history_sims = None
     if len(ctx.history_labels):
         history = ctx.history_labels
-        history_sims = cand_vectors @ vectors[history].T  # [C, H]
+        knn = ctx.neighbour_scores.get("item_knn") or tables.item_knn.aggregate(history, ctx.history_weights)
+        head, head_weights = _likeness_head(knn, len(vectors))
+        # one product for the history and the likeness head, each distinct item once
+        # (repeat purchases and neighbours already in the history are common)
+        columns, _, column_of, _ = _unique(np.concatenate([history, head]))
+        sims = cand_vectors @ vectors[columns].T
+        history_sims = sims[:, column_of[:len(history)]]  # [C, H]
         out[:, COLUMN["history_max_similarity"]] = history_sims.max(axis=1)
         out[:, COLUMN["history_mean_similarity"]] = history_sims @ ctx.history_weights
         cooc = _sparse_rows_at(tables.cooccurrence, history, ctx.history_weights, candidates)
@@ -219,10 +237,10 @@ def compute_features(
         out[:, COLUMN["already_interacted"]] = interacted
         out[:, COLUMN["repeat_purchase"]] = interacted * gather(tables.repeat_rate, candidates)
         out[:, COLUMN["attribute_affinity"]] = _attribute_affinity(candidates, ctx, tables)
-        knn = ctx.neighbour_scores.get("item_knn") or tables.item_knn.aggregate(history, ctx.history_weights)
         out[:, COLUMN["item_knn"]] = neighbour_scores(tables.item_knn, history, ctx.history_weights,
                                                       candidates, knn)
-        out[:, COLUMN["neighbour_likeness"]] = _neighbour_likeness(candidates, cand_vectors, knn, vectors)
+        out[:, COLUMN["neighbour_likeness"]] = _neighbour_likeness(
+            candidates, sims[:, column_of[len(history):]], head, head_weights)
         recent = ctx.recent_weights if ctx.recent_weights is not None else transition_weights(len(history))
         out[:, COLUMN["transition"]] = neighbour_scores(
             tables.transitions, history[-len(recent):], recent, candidates,
@@ -242,12 +260,27 @@ def compute_features(
     return out, history_sims
 
 
+def _unique(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """np.unique(values, return_index=True, return_inverse=True, return_counts=True) for the
+    short arrays of one request (non-empty), at a third of its cost (25 us -> 8 us for a
+    33-item history: np.unique's own overhead dominates at this size)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    first = np.empty(len(values), bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    inverse = np.empty(len(values), np.intp)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[starts], order[starts], inverse, np.diff(np.append(starts, len(values)))
+
+
 def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarray) -> np.ndarray:
     """history_count, history_recency (per candidate), user_repeat_share, history_size; returns
     which candidates are in the history (already_interacted)."""
     n = len(history)
-    items, counts = np.unique(history, return_counts=True)
-    newest = n - 1 - np.unique(history[::-1], return_index=True)[1]  # last position of each
+    items, newest_reversed, _, counts = _unique(history[::-1])
+    newest = n - 1 - newest_reversed  # the last position of each
     at = np.minimum(np.searchsorted(items, candidates), len(items) - 1)
     inside = items[at] == candidates
     out[:, COLUMN["history_count"]] = np.where(inside, counts[at] / n, 0.0)
@@ -257,21 +290,28 @@ def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarra
     return inside
 
 
-def _neighbour_likeness(candidates: np.ndarray, cand_vectors: np.ndarray,
-                        knn: tuple[np.ndarray, np.ndarray], vectors: np.ndarray) -> np.ndarray:
-    """[C] neighbour_likeness (module docstring) from the aggregated item-kNN scores."""
+def _likeness_head(knn: tuple[np.ndarray, np.ndarray], items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The LIKENESS_ITEMS items the aggregated item-kNN scores put highest, with each one's
+    score over the top one (empty when there is no positive score)."""
     labels, scores = knn
-    if len(labels) == 0:
-        return np.zeros(len(candidates), np.float32)
     if len(labels) > LIKENESS_ITEMS:
         head = np.argpartition(-scores, LIKENESS_ITEMS - 1)[:LIKENESS_ITEMS]
         labels, scores = labels[head], scores[head]
-    inside = labels < len(vectors)
-    labels, scores = labels[inside], scores[inside]
+    inside = labels < items
+    labels, scores = labels[inside].astype(np.int64), scores[inside]
     if len(labels) == 0 or scores.max() <= 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    return labels, (scores / scores.max()).astype(np.float32)
+
+
+def _neighbour_likeness(candidates: np.ndarray, head_sims: np.ndarray, head: np.ndarray,
+                        head_weights: np.ndarray) -> np.ndarray:
+    """[C] neighbour_likeness (module docstring): head_sims are the candidates' cosines to the
+    head items of _likeness_head."""
+    if len(head) == 0:
         return np.zeros(len(candidates), np.float32)
-    likeness = np.maximum(cand_vectors @ vectors[labels].T, 0.0) * (scores / scores.max())
-    likeness[candidates[:, None] == labels[None, :]] = 0.0  # like itself says nothing
+    likeness = np.maximum(head_sims, 0.0) * head_weights
+    likeness[candidates[:, None] == head[None, :]] = 0.0  # like itself says nothing
     return likeness.max(axis=1).astype(np.float32)
 
 
@@ -294,9 +334,10 @@ def _attribute_affinity(candidates: np.ndarray, ctx: RankingContext, tables: Fea
         known = hist_codes >= 0
         if not known.any():
             continue
-        histogram = np.bincount(hist_codes[known], weights=ctx.history_weights[known],
-                                minlength=int(codes.max()) + 1)
+        # as long as the history's largest code (not the catalog's: no O(items) pass a request)
+        histogram = np.bincount(hist_codes[known], weights=ctx.history_weights[known])
         histogram /= max(histogram.sum(), 1e-12)
         cand_codes = gather(codes, candidates, -1)
-        total += np.where(cand_codes >= 0, histogram[np.clip(cand_codes, 0, len(histogram) - 1)], 0.0)
+        seen = (cand_codes >= 0) & (cand_codes < len(histogram))
+        total += np.where(seen, histogram[np.minimum(cand_codes, len(histogram) - 1)], 0.0)
     return total / len(tables.attribute_codes)
