@@ -32,6 +32,8 @@ def add_ranker_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LightGBM shrinkage (fewer, cheaper trees when larger); 0.1")
     parser.add_argument("--max-trees", type=int,
                         help="most boosting rounds kept (the rank stage's cost budget); 60")
+    parser.add_argument("--max-leaves", type=int,
+                        help="most leaves a tree may have (deeper trees cost more to serve); 31")
     parser.add_argument("--session-start-share", type=float,
                         help="share of examples without the target's same-time events in the history; 0")
     parser.add_argument("--validation-examples", type=int, help="most validation examples; 1500")
@@ -59,7 +61,7 @@ def ranker_config(args: argparse.Namespace):
         RankerFitConfig, getattr(args, "config", None), fit_start=args.fit_start,
         validation_start=args.validation_start, per_user=args.per_user,
         validation_per_user=args.validation_per_user, session_start_share=args.session_start_share,
-        learning_rate=args.learning_rate, max_trees=args.max_trees,
+        learning_rate=args.learning_rate, max_trees=args.max_trees, max_leaves=args.max_leaves,
         max_examples=args.max_examples, validation_examples=args.validation_examples,
         k=getattr(args, "k", None), C=getattr(args, "C", None), seed=args.ranker_seed)
 

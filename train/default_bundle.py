@@ -16,7 +16,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v4"  # v4: ranker features v4 (neighbour_likeness), at most 60 trees
+DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v5"  # v5: trees of at most 31 leaves (v4: features v4, 60 trees)
 ENCODER_NAME = "default-minilm-int8-demo-v1.encoder"  # unchanged since v1: caches keep it
 
 

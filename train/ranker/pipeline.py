@@ -54,6 +54,9 @@ class RankerFitConfig(RecserveSettings):
     up to it. Each tree costs about 9 us a request (221 real candidates, one core: 59 / 85 /
     193 trees gave a rank stage of 1.09 / 1.34 / 2.28 ms p50 on Online Retail), so 60 keep the
     trees near 0.5 ms, half the rank stage (docs/BENCHMARKS.md)."""
+    max_leaves: int = Field(31, ge=2)
+    """Most leaves a tree may have (fewer when there are few positives: one per 25). LightGBM's
+    default; 63 cost 0.14 ms more a request on Online Retail for the same test NDCG@10."""
     validation_examples: int = Field(1500, ge=10)
     """Most validation examples."""
     k: int = Field(10, ge=1)
@@ -136,7 +139,8 @@ def fit_bundle_ranker(bundle_dir: str | Path, interactions: str | Path, columns,
     # trees also learn the cold case (train/ranker/cold_items.py); early stopping on the
     # validation slice as logged (stopping on both cut the rounds and cost warm NDCG)
     trees = fit_gbdt(with_cold_copies(sets["fit"], config.seed), sets["validation"], FEATURE_NAMES,
-                     seed=config.seed, learning_rate=config.learning_rate, max_rounds=config.max_trees)
+                     seed=config.seed, learning_rate=config.learning_rate, max_rounds=config.max_trees,
+                     max_leaves=config.max_leaves)
     validation["gbdt"] = gbdt_metrics(sets["validation"], trees, k)
     cold_validation = cold_copies(sets["validation"], config.seed + 1)
     validation["cold_copies"] = {"gbdt": gbdt_metrics(cold_validation, trees, k),
