@@ -19,7 +19,7 @@ Nothing here is tuned to one data set; the capacity follows the amount of traini
 - min_data_in_leaf: 0.5 % of the training rows, at least 20 (a leaf speaks for many rows);
 - rounds: at learning rate 0.1 (LightGBM's default), stopped when NDCG@10 on the later time
   slice (the validation examples) has not improved for 50 rounds; the best round is kept, up
-  to the serving cost budget (RankerFitConfig.max_trees, 60: about 0.5 ms a request).
+  to the serving cost budget (RankerFitConfig.max_trees, 60).
   On Online Retail the validation curve is nearly flat past ~60 rounds and two builds of the same
   events kept 62 and 193 trees (rank stage 1.1 ms vs 2.3 ms). Refitted on one bundle (with
   the version-4 features): test NDCG@10 0.1453 with 85 trees (stopped below the budget) and

@@ -51,9 +51,9 @@ class RankerFitConfig(RecserveSettings):
     and 0.05 kept 256 (0.1454, 3.3 ms; docs/BENCHMARKS.md)."""
     max_trees: int = Field(60, ge=1)
     """Most boosting rounds kept: the serving cost budget; early stopping picks the best round
-    up to it. Each tree costs about 9 us a request (221 real candidates, one core: 59 / 85 /
-    193 trees gave a rank stage of 1.09 / 1.34 / 2.28 ms p50 on Online Retail), so 60 keep the
-    trees near 0.5 ms, half the rank stage (docs/BENCHMARKS.md)."""
+    up to it. A 63-leaf tree cost about 9 us a request (221 real candidates, one core: 59 / 85 /
+    193 trees gave a rank stage of 1.09 / 1.34 / 2.28 ms p50 on Online Retail); with trees of
+    at most 31 leaves (max_leaves) 60 trees leave the rank stage at 0.84 ms (docs/BENCHMARKS.md)."""
     max_leaves: int = Field(31, ge=2)
     """Most leaves a tree may have (fewer when there are few positives: one per 25). LightGBM's
     default; 63 cost 0.14 ms more a request on Online Retail for the same test NDCG@10."""
