@@ -138,14 +138,3 @@ def test_contributions_name_item_features_not_the_users():
     weights = np.ones(len(FEATURES), np.float32)
     named = [c.feature for c in contributions(row, weights)]
     assert named == ["item_knn", "popularity"]
-
-
-def test_the_request_sized_unique_is_numpys():
-    from server.ranking.features import _unique
-
-    rng = np.random.default_rng(3)
-    for size in (1, 2, 33, 200):
-        values = rng.integers(0, 20, size)
-        expected = np.unique(values, return_index=True, return_inverse=True, return_counts=True)
-        for got, want in zip(_unique(values), expected):
-            np.testing.assert_array_equal(got, want)

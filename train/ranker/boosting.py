@@ -12,9 +12,8 @@ the raw score (log-odds): the sigmoid changes no order, so the exported model st
 
 Nothing here is tuned to one data set; the capacity follows the amount of training data:
 - leaves: about one per 25 positive examples, between 7 and 31 (few positives, small trees;
-  31 is LightGBM's default and a serving-cost cap: a tree's cost is its depth, branch
-  mispredictions on real rows. Refitted on one Online Retail bundle, 60 trees of at most
-  63 / 31 / 15 leaves: rank stage 0.98 / 0.84 / 0.74 ms p50, test NDCG@10 0.1439 / 0.1443 /
+  31 is LightGBM's default and a serving-cost cap. Refitted on one Online Retail bundle, at
+  most 60 trees of at most 63 / 31 / 15 leaves: rank stage 0.98 / 0.84 / 0.74 ms p50, test NDCG@10 0.1439 / 0.1443 /
   0.1405, docs/EVALUATION.md);
 - min_data_in_leaf: 0.5 % of the training rows, at least 20 (a leaf speaks for many rows);
 - rounds: at learning rate 0.1 (LightGBM's default), stopped when NDCG@10 on the later time
