@@ -1,7 +1,7 @@
 """Cost of the candidate and rank stages per request, on one core, over a real bundle.
 
     python bench/rank.py [--bundle DIR] [--requests 500] [--candidates 300] [--cpu 0]
-                         [--out bench/out/rank]
+                         [--cold-share 0] [--out bench/out/rank]
 
 For each of the bundle's users (history-only requests, k=10, the bundle's own ranker) it
 times, in this process pinned to one core with one BLAS thread, the fastest of `--repeat`
@@ -11,7 +11,10 @@ runs of each request (the machine may be shared):
 - rank+explain: the same plus explanations for the 10 returned items;
 and, separately, what moving the synchronous part of a light request off the event loop
 costs (`asyncio.to_thread` of a no-op against a direct call), which decides which requests
-the engine offloads. Prints a Markdown table; writes results.json.
+the engine offloads. With `--cold-share S` a seeded share S of the items first loses its
+interactions (item-kNN and transition rows and mentions, popularity), as new items have
+none, and the cold bridge is derived again (timed: what a load of such a bundle adds), so
+the cold-bridge source takes part. Prints a Markdown table; writes results.json.
 """
 
 from __future__ import annotations
@@ -62,6 +65,22 @@ def offload_cost(rounds: int = 2000) -> dict[str, dict[str, float]]:
     return {"direct": percentiles(direct[100:]), "to_thread": percentiles(threaded[100:])}
 
 
+def make_cold(bundle, share: float, seed: int = 0) -> float:
+    """Blank a seeded share of the items' interactions; returns the bridge's derivation time."""
+    from server.retrieval.sources.cold_bridge import bridge_table
+
+    tables = bundle.tables
+    rng = np.random.default_rng(seed)
+    cold = rng.choice(len(tables.item_knn), size=int(share * len(tables.item_knn)), replace=False)
+    for table in (tables.item_knn, tables.transitions):
+        table.labels[cold] = -1
+        table.labels[np.isin(table.labels, cold)] = -1
+    tables.popularity[cold] = tables.trending[cold] = 0
+    t0 = time.perf_counter()
+    tables.cold_bridge = bridge_table(tables.item_knn, bundle.index)
+    return round(time.perf_counter() - t0, 4)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", help="bundle (default: the default demo bundle)")
@@ -69,6 +88,8 @@ def main() -> int:
     parser.add_argument("--candidates", type=int, default=300, help="RetrievalConfig.candidates")
     parser.add_argument("--cpu", type=int, default=0, help="core to pin to")
     parser.add_argument("--repeat", type=int, default=5, help="runs per request; the fastest counts")
+    parser.add_argument("--cold-share", type=float, default=0.0,
+                        help="share of the items made cold (no interactions) first")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "rank"))
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -89,6 +110,7 @@ def main() -> int:
 
         bundle_path = default_bundle_path()
     bundle = ServedBundle.load(bundle_path)
+    bridge_build_s = make_cold(bundle, args.cold_share) if args.cold_share > 0 else None
     engine = RecommendationEngine(bundle, batcher=None, metrics=ServerMetrics(),  # type: ignore[arg-type]
                                   retrieval=RetrievalConfig(candidates=args.candidates))
     users = sorted(u for u, h in bundle.users._bundle.items() if len(h))
@@ -125,6 +147,8 @@ def main() -> int:
         "candidates_mean": round(float(np.mean(sizes)), 1),
         "history_length_mean": round(float(np.mean([len(bundle.users.get(u).labels) for u in chosen])), 1),
         "ranker": type(engine.ranker).__name__, "cpu": args.cpu, "machine": os.uname().nodename,
+        "cold_share": args.cold_share, "bridge_build_s": bridge_build_s,
+        "bridge_bytes_per_item": round(bundle.tables.cold_bridge.nbytes / len(bundle.tables.cold_bridge), 1),
         "candidates_stage": percentiles(retrieve), "rank_stage": percentiles(rank),
         "rank_with_explanations": percentiles(explain), "offload": offload_cost(),
     }

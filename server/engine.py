@@ -33,6 +33,7 @@ from server.retrieval.interests import Interest, history_interests, recency_weig
 from server.retrieval.merge import MergedCandidates, merge, quotas
 from server.retrieval.retriever import RetrievalConfig, Retriever, interest_scores
 from server.retrieval.sources.base import ItemGate, SourceContext
+from server.retrieval.sources.cold_bridge import ColdBridgeSource
 from server.retrieval.sources.content import ContentSource
 from server.retrieval.sources.item_knn import ItemKnnSource
 from server.retrieval.sources.popular import RankedItemsSource
@@ -113,11 +114,13 @@ class RecommendationEngine:
             RankedItemsSource("popular", lambda: tables.popularity),
             RankedItemsSource("trending", lambda: tables.trending),
             RepeatSource(tables.repeat_rate),
+            ColdBridgeSource(tables),  # after item_knn: it reads that source's aggregate
         ]
         config = self.retrieval_config
         self.shares = {"content": config.content_share, "item_knn": config.item_knn_share,
                        "transitions": config.transitions_share, "popular": config.popular_share,
-                       "trending": config.trending_share, "repeat": config.repeat_share}
+                       "trending": config.trending_share, "repeat": config.repeat_share,
+                       "cold_bridge": config.cold_bridge_share}
         self._stage = {s: self.metrics.stage_latency.labels(s) for s in ("queue", "retrieve", "rank")}
 
     @property
@@ -213,7 +216,7 @@ class RecommendationEngine:
         budget = quotas(max(self.retrieval_config.candidates, request.k), self.shares,
                         [s.name for s in active], request.k)
         found = {}
-        for source in active:
+        for source in (s for s in active if s.name in budget):  # a share of 0 turns a source off
             _check(deadline, f"candidate source {source.name}")
             found[source.name] = source.find(context, budget[source.name])
         merged = merge(found)

@@ -25,6 +25,7 @@ from server.ranking.features import FEATURES, FeatureTables
 from server.ranking.scorer import Ranker
 from server.retrieval.backend import BackendConfig, RetrievalBackend, open_backend
 from server.retrieval.filters import AttributePostings
+from server.retrieval.sources.cold_bridge import bridge_table
 from server.retrieval.vector_index import VectorIndex
 from server.users import UserHistories
 
@@ -52,9 +53,10 @@ def attribute_codes(catalog: Catalog, vocab: dict[str, list[str]]) -> dict[str, 
     return codes
 
 
-def feature_tables(features: InteractionFeatures, catalog: Catalog,
+def feature_tables(features: InteractionFeatures, catalog: Catalog, index: RetrievalBackend,
                    freshness_half_life_days: float = 30.0) -> FeatureTables:
-    """The served (mutable) tables over a bundle's interaction features."""
+    """The served (mutable) tables over a bundle's interaction features (and the cold-item
+    bridge derived from them and the index)."""
     return FeatureTables(
         popularity=features.popularity.astype(np.float32),
         cooccurrence=features.cooccurrence.tocsr(),
@@ -65,6 +67,7 @@ def feature_tables(features: InteractionFeatures, catalog: Catalog,
         repeat_rate=features.repeat_rate.astype(np.float32),
         item_knn=features.item_knn,
         transitions=features.transitions,
+        cold_bridge=bridge_table(features.item_knn, index),
     )
 
 
@@ -129,7 +132,7 @@ class ServedBundle:
         index = open_backend(VectorIndex(hnsw, default_ef=ef),
                              manifest, catalog.attributes, backend_config)
         features = InteractionFeatures.load(path / FEATURES_DIR)
-        tables = feature_tables(features, catalog)
+        tables = feature_tables(features, catalog, index)
         users = UserHistories(features.user_history, features.user_history_ts,
                               history_length=manifest.features.parameters.history_length)
         log.info("loaded bundle %s: %d items, provider %s", manifest.version,

@@ -24,6 +24,7 @@ from server.live.config import LiveConfig
 from server.live.counters import LiveCounters
 from server.live.records import DELETE, INTERACTIONS, UPSERT, ItemWrite, Write, refuse
 from server.live.request_ids import RecentRequests
+from server.retrieval.sources.cold_bridge import link_items
 from server.served_bundle import ServedBundle
 
 
@@ -125,8 +126,12 @@ class LiveState:
                  if write.seq > self._version(item.item_id)]
         if not fresh:
             return 0
+        known = len(self.bundle.catalog.item_ids)
         labels = self._place([write.items[i] for i in fresh], write.received_at)
         self.bundle.index.add(write.vectors[fresh], np.asarray(labels, np.int64))  # visible now
+        tables = self.bundle.tables
+        new = np.asarray([label for label in labels if label >= known], np.int64)
+        link_items(tables.cold_bridge, tables.item_knn, self.bundle.index, new)  # reachable by content
         catalog = self.bundle.catalog
         for i, label in zip(fresh, labels):
             item = write.items[i]

@@ -18,8 +18,9 @@ are keyed by it, and `FEATURES_VERSION` changes whenever it does.
 - transition: how often the item follows the last few history items; the transitions source's score
 - trending: popularity with a short half-life ("popular this week")
 - repeat_purchase: already_interacted x the item's repeat rate (a staple bought again)
-- rank_<source>: 1 / (1 + rank) in that source's list (0 when the source did not find it)
-- source_count: how many sources found the candidate
+- rank_<source>: 1 / (1 + rank) in that source's list (0 when the source did not find it),
+  for the RANKED_SOURCES
+- source_count: how many of them found the candidate
 - history_count: how often the item occurs in the served history, over its length
 - history_recency: 1 / (1 + events since the item's last occurrence in the history) (0: not in it)
 - user_repeat_share: share of the history's events that repeat an earlier one (a user who
@@ -43,7 +44,8 @@ import scipy.sparse as sp
 from export.neighbours import NeighbourTable
 from server.retrieval.sources.base import SOURCE_NAMES
 
-_VERSION_2_SOURCES = 5  # their rank columns precede source_count; later sources' follow it
+_VERSION_2_SOURCES = 5  # their rank columns precede source_count; "repeat"'s follows it
+_VERSION_3_SOURCES = 6
 FEATURES: tuple[str, ...] = (
     "retrieval",
     "query_similarity",
@@ -66,11 +68,17 @@ FEATURES: tuple[str, ...] = (
     "history_recency",
     "user_repeat_share",
     "history_size",
-    *(f"rank_{name}" for name in SOURCE_NAMES[_VERSION_2_SOURCES:]),
+    *(f"rank_{name}" for name in SOURCE_NAMES[_VERSION_2_SOURCES:_VERSION_3_SOURCES]),
     # version 4
     "neighbour_likeness",
 )
 FEATURES_VERSION = 4
+# Sources whose list rank is a feature. The cold bridge's is not: the items it finds have no
+# interactions, and the trees learn such rows from the cold copies of their training groups
+# (train/ranker/cold_items.py), which no bridge found. With a rank feature of its own the
+# trees learned "found by the bridge" from the few naturally cold fit items, mostly
+# negatives, and cold items' Recall@50 fell from 0.19 to 0.12 (docs/EVALUATION.md).
+RANKED_SOURCES: tuple[str, ...] = SOURCE_NAMES[:_VERSION_3_SOURCES]
 LIKENESS_ITEMS = 16  # the item-kNN expectation's head; its cosines join the history's matrix product
 # What an item nobody has interacted with yet (a cold item) has at 0: the columns read from
 # interaction tables or from the collaborative sources. The ranker's training also shows it
@@ -86,7 +94,7 @@ INTERACTION_FEATURES: tuple[str, ...] = (
 USER_FEATURES: tuple[str, ...] = ("user_repeat_share", "history_size")
 FEATURE_NAMES = FEATURES  # the name train/ and older code use
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
-_RANK_COLUMNS = np.asarray([COLUMN[f"rank_{name}"] for name in SOURCE_NAMES])
+_RANK_COLUMNS = np.asarray([COLUMN[f"rank_{name}"] for name in RANKED_SOURCES])
 
 
 @dataclass
@@ -119,6 +127,8 @@ class FeatureTables:
     repeat_rate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     item_knn: NeighbourTable = field(default_factory=lambda: NeighbourTable.empty(0, 1))
     transitions: NeighbourTable = field(default_factory=lambda: NeighbourTable.empty(0, 1))
+    # warm item -> the cold items most like it (derived when loaded: sources/cold_bridge.py)
+    cold_bridge: NeighbourTable = field(default_factory=lambda: NeighbourTable.empty(0, 1))
 
     def record_interaction(self, label: int, previous: np.ndarray, amount: float, window: int) -> None:
         """A live positive event on `label` after `previous` (oldest..newest): strengthen the
@@ -223,7 +233,7 @@ def compute_features(
     if len(ctx.history_labels):
         history = ctx.history_labels
         knn = ctx.neighbour_scores.get("item_knn") or tables.item_knn.aggregate(history, ctx.history_weights)
-        head, head_weights = _likeness_head(knn, len(vectors))
+        head, head_weights = expectation_head(knn, len(vectors))
         # one product for the history and the likeness head, each distinct item once
         # (repeat purchases and neighbours already in the history are common)
         columns, column_of = np.unique(np.concatenate([history, head]), return_inverse=True)
@@ -254,8 +264,9 @@ def compute_features(
         disliked = cand_vectors @ vectors[ctx.disliked_labels].T
         out[:, COLUMN["disliked_similarity"]] = np.maximum(disliked.max(axis=1), 0)
     if source_ranks is not None:
-        found = source_ranks >= 0
-        out[:, _RANK_COLUMNS] = np.where(found, 1.0 / (1.0 + np.maximum(source_ranks, 0)), 0.0)
+        ranks = source_ranks[:, :len(RANKED_SOURCES)]  # columns in SOURCE_NAMES order
+        found = ranks >= 0
+        out[:, _RANK_COLUMNS] = np.where(found, 1.0 / (1.0 + np.maximum(ranks, 0)), 0.0)
         out[:, COLUMN["source_count"]] = found.sum(axis=1)
     return out, history_sims
 
@@ -275,9 +286,9 @@ def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarra
     return inside
 
 
-def _likeness_head(knn: tuple[np.ndarray, np.ndarray], items: int) -> tuple[np.ndarray, np.ndarray]:
-    """The LIKENESS_ITEMS items the aggregated item-kNN scores put highest, with each one's
-    score over the top one (empty when there is no positive score)."""
+def expectation_head(knn: tuple[np.ndarray, np.ndarray], items: int) -> tuple[np.ndarray, np.ndarray]:
+    """The LIKENESS_ITEMS items (labels below `items`) the aggregated item-kNN scores put
+    highest, with each one's score over the top one (empty when there is no positive score)."""
     labels, scores = knn
     if len(labels) > LIKENESS_ITEMS:
         head = np.argpartition(-scores, LIKENESS_ITEMS - 1)[:LIKENESS_ITEMS]
@@ -292,7 +303,7 @@ def _likeness_head(knn: tuple[np.ndarray, np.ndarray], items: int) -> tuple[np.n
 def _neighbour_likeness(candidates: np.ndarray, head_sims: np.ndarray, head: np.ndarray,
                         head_weights: np.ndarray) -> np.ndarray:
     """[C] neighbour_likeness (module docstring): head_sims are the candidates' cosines to the
-    head items of _likeness_head."""
+    head items of expectation_head."""
     if len(head) == 0:
         return np.zeros(len(candidates), np.float32)
     likeness = np.maximum(head_sims, 0.0) * head_weights

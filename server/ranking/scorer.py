@@ -160,6 +160,8 @@ def _source_phrase(source: str, row: np.ndarray, query: str, evidence: Evidence)
         return f"often bought after {evidence.bought_after}"
     if source == "repeat":
         return "you bought this before"
+    if source == "cold_bridge":
+        return "new, like items bought by customers who bought yours"
     if source == "trending":
         return "popular this week"
     if source == "popular":

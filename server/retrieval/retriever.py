@@ -36,6 +36,9 @@ class RetrievalConfig(RecserveSettings):
     repeat_share: float = 0.17
     """Share from the user's own history items (buy again): 51 of 300, enough for every
     distinct item of a 50-event history, so the ranker decides whether repeats are wanted."""
+    cold_bridge_share: float = 0.1
+    """Share from items without interactions linked by content to what item-kNN expects
+    (sources/cold_bridge.py); empty, and free, when the catalog has no such items."""
     max_interests: int = 4
     """Most interest vectors a user's history is split into."""
     exact_search_max_items: int = 2000

@@ -92,9 +92,9 @@ def test_collaborative_source_and_repeat_features():
     ctx = RankingContext(query_vector=None, history_labels=np.array([1, 0]),
                          history_weights=np.array([0.25, 0.75], np.float32), now=0.0)
     candidates = np.array([0, 3, 4, 9])  # 9: an item added live, past every table
-    # columns: content, item_knn, transitions, popular, trending, repeat
-    ranks = np.array([[0, -1, -1, -1, -1, 0], [1, -1, 0, -1, 0, -1], [-1, 0, -1, -1, -1, -1],
-                      [2, -1, -1, -1, -1, -1]])
+    # columns: content, item_knn, transitions, popular, trending, repeat, cold_bridge
+    ranks = np.array([[0, -1, -1, -1, -1, 0, -1], [1, -1, 0, -1, 0, -1, -1],
+                      [-1, 0, -1, -1, -1, -1, 0], [2, -1, -1, -1, -1, -1, -1]])
     f, _ = compute_features(candidates, np.zeros(4, np.float32), ctx, t,
                             np.vstack([VECTORS, np.eye(5, 3, dtype=np.float32)]), ranks)
     assert f[2, COLUMN["item_knn"]] == pytest.approx(0.75 * 0.8, abs=1e-3)  # float16 scores
@@ -103,6 +103,7 @@ def test_collaborative_source_and_repeat_features():
     assert f[1, COLUMN["trending"]] == 1.0 and f[3].any()  # the live item still gets a row
     assert f[1, COLUMN["rank_content"]] == 0.5 and f[1, COLUMN["rank_trending"]] == 1.0
     assert f[2, COLUMN["rank_content"]] == 0 and f[1, COLUMN["source_count"]] == 3
+    assert f[2, COLUMN["source_count"]] == 1  # the cold bridge has no rank feature of its own
     assert f[0, COLUMN["rank_repeat"]] == 1.0 and f[0, COLUMN["source_count"]] == 2
 
 

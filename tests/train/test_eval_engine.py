@@ -88,7 +88,7 @@ def test_eval_cli_end_to_end(sample, tmp_path):
                      "tiny union + linear scorer (default weights)",
                      "tiny content only (retrieval score)", "tiny item_knn alone",
                      "tiny transitions alone", "tiny popular alone", "tiny trending alone",
-                     "tiny repeat alone"]
+                     "tiny repeat alone", "tiny cold_bridge alone"]
     assert report["setup"]["cases_evaluated"] == 300
     for row in report["results"]:
         m = row["metrics"]

@@ -81,7 +81,8 @@ def with_training_tables(bundle: ServedBundle, events: Iterable[Interaction]) ->
     config = (bundle.manifest.get("build") or {}).get("config") or {}
     parameters = {name: config[name] for name in _FEATURE_PARAMETERS if name in config}
     features = compute_features(events, bundle.catalog, **parameters)
-    tables = feature_tables(features, bundle.catalog, bundle.tables.freshness_half_life_days)
+    tables = feature_tables(features, bundle.catalog, bundle.index,
+                            bundle.tables.freshness_half_life_days)
     users = UserHistories(features.user_history, features.user_history_ts,
                           history_length=int(parameters.get("history_length", 50)))
     return dataclasses.replace(bundle, tables=tables, users=users, features=features)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.ranking.features import COLUMN, INTERACTION_FEATURES, SOURCE_NAMES
+from server.ranking.features import COLUMN, INTERACTION_FEATURES, RANKED_SOURCES
 from train.ranker.fit import CandidateSet
 
 COLD_SHARE = 0.5
 _ZEROED = np.asarray([COLUMN[name] for name in INTERACTION_FEATURES])
-_RANKS = np.asarray([COLUMN[f"rank_{name}"] for name in SOURCE_NAMES])
+_RANKS = np.asarray([COLUMN[f"rank_{name}"] for name in RANKED_SOURCES])
 
 
 def as_cold(rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:

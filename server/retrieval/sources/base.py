@@ -16,7 +16,8 @@ from server.retrieval.filters import AttributePostings, ItemFilter, allowed_mask
 from server.retrieval.interests import Interest
 
 # Column order of provenance (ranks) and of the rank_<source> features: append only.
-SOURCE_NAMES: tuple[str, ...] = ("content", "item_knn", "transitions", "popular", "trending", "repeat")
+SOURCE_NAMES: tuple[str, ...] = ("content", "item_knn", "transitions", "popular", "trending", "repeat",
+                                 "cold_bridge")
 
 
 class ItemGate:
