@@ -67,7 +67,7 @@ def offload_cost(rounds: int = 2000) -> dict[str, dict[str, float]]:
 
 def make_cold(bundle, share: float, seed: int = 0) -> float:
     """Blank a seeded share of the items' interactions; returns the bridge's derivation time."""
-    from server.retrieval.sources.cold_bridge import bridge_table
+    from server.retrieval.sources.cold_bridge import ColdBridge
 
     tables = bundle.tables
     rng = np.random.default_rng(seed)
@@ -77,7 +77,7 @@ def make_cold(bundle, share: float, seed: int = 0) -> float:
         table.labels[np.isin(table.labels, cold)] = -1
     tables.popularity[cold] = tables.trending[cold] = 0
     t0 = time.perf_counter()
-    tables.cold_bridge = bridge_table(tables.item_knn, bundle.index)
+    tables.cold_bridge = ColdBridge.derive(tables.item_knn, bundle.index)
     return round(time.perf_counter() - t0, 4)
 
 
@@ -148,7 +148,8 @@ def main() -> int:
         "history_length_mean": round(float(np.mean([len(bundle.users.get(u).labels) for u in chosen])), 1),
         "ranker": type(engine.ranker).__name__, "cpu": args.cpu, "machine": os.uname().nodename,
         "cold_share": args.cold_share, "bridge_build_s": bridge_build_s,
-        "bridge_bytes_per_item": round(bundle.tables.cold_bridge.nbytes / len(bundle.tables.cold_bridge), 1),
+        "bridge_bytes_per_item": round((bundle.tables.cold_bridge.links.nbytes
+                                        + bundle.tables.cold_bridge.floor.nbytes) / len(bundle.catalog), 1),
         "candidates_stage": percentiles(retrieve), "rank_stage": percentiles(rank),
         "rank_with_explanations": percentiles(explain), "offload": offload_cost(),
     }

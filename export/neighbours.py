@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 _ROW_CHUNK = 4096  # items whose similarity rows are computed at once (bounds build memory)
+EXPECTATION_HEAD = 16  # items of an aggregated item-kNN list taken as "what CF expects next"
 
 
 @dataclass
@@ -105,6 +106,21 @@ class NeighbourTable:
                 return
             row_labels[slot] = target
         row_scores[slot] = value
+
+
+def expectation_head(aggregated: tuple[np.ndarray, np.ndarray], items: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The EXPECTATION_HEAD labels (below `items`) an aggregated neighbour list scores highest,
+    with each one's score over the top one (empty when there is no positive score)."""
+    labels, scores = aggregated
+    if len(labels) > EXPECTATION_HEAD:
+        head = np.argpartition(-scores, EXPECTATION_HEAD - 1)[:EXPECTATION_HEAD]
+        labels, scores = labels[head], scores[head]
+    inside = labels < items
+    labels, scores = labels[inside].astype(np.int64), scores[inside]
+    if len(labels) == 0 or scores.max() <= 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    return labels, (scores / scores.max()).astype(np.float32)
 
 
 def top_n_table(matrix: sp.csr_matrix, width: int, normalise: str,

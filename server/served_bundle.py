@@ -25,7 +25,7 @@ from server.ranking.features import FEATURES, FeatureTables
 from server.ranking.scorer import Ranker
 from server.retrieval.backend import BackendConfig, RetrievalBackend, open_backend
 from server.retrieval.filters import AttributePostings
-from server.retrieval.sources.cold_bridge import bridge_table
+from server.retrieval.sources.cold_bridge import ColdBridge
 from server.retrieval.vector_index import VectorIndex
 from server.users import UserHistories
 
@@ -67,7 +67,7 @@ def feature_tables(features: InteractionFeatures, catalog: Catalog, index: Retri
         repeat_rate=features.repeat_rate.astype(np.float32),
         item_knn=features.item_knn,
         transitions=features.transitions,
-        cold_bridge=bridge_table(features.item_knn, index),
+        cold_bridge=ColdBridge.derive(features.item_knn, index),
     )
 
 

@@ -24,7 +24,6 @@ from server.live.config import LiveConfig
 from server.live.counters import LiveCounters
 from server.live.records import DELETE, INTERACTIONS, UPSERT, ItemWrite, Write, refuse
 from server.live.request_ids import RecentRequests
-from server.retrieval.sources.cold_bridge import link_items
 from server.served_bundle import ServedBundle
 
 
@@ -131,7 +130,7 @@ class LiveState:
         self.bundle.index.add(write.vectors[fresh], np.asarray(labels, np.int64))  # visible now
         tables = self.bundle.tables
         new = np.asarray([label for label in labels if label >= known], np.int64)
-        link_items(tables.cold_bridge, tables.item_knn, self.bundle.index, new)  # reachable by content
+        tables.cold_bridge.link(tables.item_knn, self.bundle.index, new)  # reachable by content
         catalog = self.bundle.catalog
         for i, label in zip(fresh, labels):
             item = write.items[i]

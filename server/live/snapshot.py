@@ -38,7 +38,7 @@ from export.bundle import fsync_dir, sha256_file
 from export.hnsw_index import load_index
 from export.neighbours import NeighbourTable
 from server.live.live_state import LiveState
-from server.retrieval.sources.cold_bridge import bridge_table
+from server.retrieval.sources.cold_bridge import ColdBridge
 from server.retrieval.vector_index import VectorIndex
 from server.served_bundle import INDEX_HEADROOM
 
@@ -197,5 +197,5 @@ def restore(live: LiveState, path: Path, state: dict) -> None:
             table.pending = {(int(s), int(t)): float(v) for s, t, v in pending}
             setattr(bundle.tables, name, table)
     # derived from the restored items and neighbours, as when a bundle is loaded
-    bundle.tables.cold_bridge = bridge_table(bundle.tables.item_knn, bundle.index)
+    bundle.tables.cold_bridge = ColdBridge.derive(bundle.tables.item_knn, bundle.index)
     live.last_applied = int(state["seq"])

@@ -31,6 +31,10 @@ are keyed by it, and `FEATURES_VERSION` changes whenever it does.
   highest (the item itself left out), times that item's score over the top one. Content
   evidence that an item nobody has bought yet (a cold item: a new colour, a new size) is
   what customers like this one buy; the same definition for warm and cold items
+- bridge_likeness: the sum of those head cosines (times the head item's weight) over the head
+  items that are among the item's WARM_NEIGHBOURS nearest warm items by content: what the
+  cold bridge scores the cold items it finds with (server/retrieval/sources/cold_bridge.py),
+  defined alike for every item, so the cold copies the ranker learns from keep it
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from export.neighbours import NeighbourTable
+from export.neighbours import EXPECTATION_HEAD, NeighbourTable, expectation_head
 from server.retrieval.sources.base import SOURCE_NAMES
+from server.retrieval.sources.cold_bridge import ColdBridge
 
 _VERSION_2_SOURCES = 5  # their rank columns precede source_count; "repeat"'s follows it
 _VERSION_3_SOURCES = 6
@@ -71,15 +76,17 @@ FEATURES: tuple[str, ...] = (
     *(f"rank_{name}" for name in SOURCE_NAMES[_VERSION_2_SOURCES:_VERSION_3_SOURCES]),
     # version 4
     "neighbour_likeness",
+    # version 5
+    "bridge_likeness",
 )
-FEATURES_VERSION = 4
+FEATURES_VERSION = 5
 # Sources whose list rank is a feature. The cold bridge's is not: the items it finds have no
 # interactions, and the trees learn such rows from the cold copies of their training groups
 # (train/ranker/cold_items.py), which no bridge found. With a rank feature of its own the
 # trees learned "found by the bridge" from the few naturally cold fit items, mostly
 # negatives, and cold items' Recall@50 fell from 0.19 to 0.12 (docs/EVALUATION.md).
 RANKED_SOURCES: tuple[str, ...] = SOURCE_NAMES[:_VERSION_3_SOURCES]
-LIKENESS_ITEMS = 16  # the item-kNN expectation's head; its cosines join the history's matrix product
+LIKENESS_ITEMS = EXPECTATION_HEAD  # the item-kNN expectation's head; its cosines join the history's product
 # What an item nobody has interacted with yet (a cold item) has at 0: the columns read from
 # interaction tables or from the collaborative sources. The ranker's training also shows it
 # such rows (train/ranker/cold_items.py), so cold items are ranked on their content.
@@ -127,8 +134,8 @@ class FeatureTables:
     repeat_rate: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     item_knn: NeighbourTable = field(default_factory=lambda: NeighbourTable.empty(0, 1))
     transitions: NeighbourTable = field(default_factory=lambda: NeighbourTable.empty(0, 1))
-    # warm item -> the cold items most like it (derived when loaded: sources/cold_bridge.py)
-    cold_bridge: NeighbourTable = field(default_factory=lambda: NeighbourTable.empty(0, 1))
+    # cold items linked from warm ones, each item's floor (derived when loaded)
+    cold_bridge: ColdBridge = field(default_factory=ColdBridge.empty)
 
     def record_interaction(self, label: int, previous: np.ndarray, amount: float, window: int) -> None:
         """A live positive event on `label` after `previous` (oldest..newest): strengthen the
@@ -249,8 +256,11 @@ def compute_features(
         out[:, COLUMN["attribute_affinity"]] = _attribute_affinity(candidates, ctx, tables)
         out[:, COLUMN["item_knn"]] = neighbour_scores(tables.item_knn, history, ctx.history_weights,
                                                       candidates, knn)
-        out[:, COLUMN["neighbour_likeness"]] = _neighbour_likeness(
-            candidates, sims[:, column_of[len(history):]], head, head_weights)
+        head_sims = sims[:, column_of[len(history):]]
+        out[:, COLUMN["neighbour_likeness"]] = _neighbour_likeness(candidates, head_sims, head,
+                                                                   head_weights)
+        out[:, COLUMN["bridge_likeness"]] = _bridge_likeness(
+            candidates, head_sims, head, head_weights, gather(tables.cold_bridge.floor, candidates, np.inf))
         recent = ctx.recent_weights if ctx.recent_weights is not None else transition_weights(len(history))
         out[:, COLUMN["transition"]] = neighbour_scores(
             tables.transitions, history[-len(recent):], recent, candidates,
@@ -286,20 +296,6 @@ def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarra
     return inside
 
 
-def expectation_head(knn: tuple[np.ndarray, np.ndarray], items: int) -> tuple[np.ndarray, np.ndarray]:
-    """The LIKENESS_ITEMS items (labels below `items`) the aggregated item-kNN scores put
-    highest, with each one's score over the top one (empty when there is no positive score)."""
-    labels, scores = knn
-    if len(labels) > LIKENESS_ITEMS:
-        head = np.argpartition(-scores, LIKENESS_ITEMS - 1)[:LIKENESS_ITEMS]
-        labels, scores = labels[head], scores[head]
-    inside = labels < items
-    labels, scores = labels[inside].astype(np.int64), scores[inside]
-    if len(labels) == 0 or scores.max() <= 0:
-        return np.empty(0, np.int64), np.empty(0, np.float32)
-    return labels, (scores / scores.max()).astype(np.float32)
-
-
 def _neighbour_likeness(candidates: np.ndarray, head_sims: np.ndarray, head: np.ndarray,
                         head_weights: np.ndarray) -> np.ndarray:
     """[C] neighbour_likeness (module docstring): head_sims are the candidates' cosines to the
@@ -309,6 +305,15 @@ def _neighbour_likeness(candidates: np.ndarray, head_sims: np.ndarray, head: np.
     likeness = np.maximum(head_sims, 0.0) * head_weights
     likeness[candidates[:, None] == head[None, :]] = 0.0  # like itself says nothing
     return likeness.max(axis=1).astype(np.float32)
+
+
+def _bridge_likeness(candidates: np.ndarray, head_sims: np.ndarray, head: np.ndarray,
+                     head_weights: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """[C] bridge_likeness (module docstring); floor: each candidate's nearest-warm floor."""
+    if len(head) == 0:
+        return np.zeros(len(candidates), np.float32)
+    near = (head_sims >= floor[:, None]) & (candidates[:, None] != head[None, :])
+    return (np.where(near, np.maximum(head_sims, 0.0), 0.0) @ head_weights).astype(np.float32)
 
 
 TRANSITION_ITEMS = 3  # "often bought after X": the last few items, newest weighing most

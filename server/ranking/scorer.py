@@ -48,6 +48,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "rank_repeat": 0.0,
     # version 4
     "neighbour_likeness": 0.0,
+    # version 5
+    "bridge_likeness": 0.0,
 }
 
 
@@ -149,6 +151,7 @@ _PLAIN = {
     "history_count": "you buy this again",
     "history_recency": "you bought this recently",
     "neighbour_likeness": "like items bought by customers who bought yours",
+    "bridge_likeness": "like items bought by customers who bought yours",
 }
 
 

@@ -13,7 +13,7 @@ from server.ranking.features import (COLUMN, INTERACTION_FEATURES, FeatureTables
                                      compute_features)
 from server.retrieval.filters import AttributePostings, ItemFilter
 from server.retrieval.sources.base import SOURCE_NAMES, ItemGate, SourceContext
-from server.retrieval.sources.cold_bridge import ColdBridgeSource, bridge_table, link_items
+from server.retrieval.sources.cold_bridge import ColdBridge, ColdBridgeSource
 from server.retrieval.vector_index import VectorIndex
 
 DIM = 12
@@ -41,7 +41,7 @@ def _catalog() -> tuple[VectorIndex, FeatureTables]:
     labels = np.asarray([i for items in SEQUENCES.values() for i in items], np.int64)
     knn = item_knn_table(users, labels, N, width=4, per_user=10)
     tables = FeatureTables(np.zeros(N, np.float32), None, np.zeros(N), {}, item_knn=knn,
-                           cold_bridge=bridge_table(knn, index))
+                           cold_bridge=ColdBridge.derive(knn, index))
     return index, tables
 
 
@@ -54,11 +54,14 @@ def _context(history, tables, *, present, item_filter=ItemFilter()) -> SourceCon
 
 def test_cold_items_are_linked_from_their_nearest_warm_items_only():
     _, tables = _catalog()
-    linked = {int(w): set(tables.cold_bridge.labels[w][tables.cold_bridge.labels[w] >= 0].tolist())
-              for w in range(N)}
+    links = tables.cold_bridge.links
+    linked = {int(w): set(links.labels[w][links.labels[w] >= 0].tolist()) for w in range(N)}
     assert linked[1] == {8} and linked[3] == {9}  # each cold item from the warm item it reads like
     assert not any(linked[w] for w in (0, 2, 4, 5, 6, 7, 8, 9))
-    assert not (tables.cold_bridge.labels == 6).any()  # like nothing bought: no link (cosine 0)
+    assert not (links.labels == 6).any()  # like nothing bought: no link (cosine 0)
+    floor = tables.cold_bridge.floor
+    assert floor[8] > 0.9 and floor[9] > 0.9  # fewer than WARM_NEIGHBOURS warm items like them
+    assert np.isinf(floor[6]) and np.isinf(floor[0])  # like no warm item (but itself)
 
 
 def test_the_bridge_finds_the_cold_item_like_what_item_knn_expects():
@@ -78,11 +81,12 @@ def test_the_bridge_finds_the_cold_item_like_what_item_knn_expects():
 def test_an_item_upserted_live_is_linked_and_found():
     index, tables = _catalog()
     index.add(_vector((5, 0.9), (10, 0.3))[None, :], np.array([N]))  # new, reads like 5
-    link_items(tables.cold_bridge, tables.item_knn, index, np.array([N]))
+    tables.cold_bridge.link(tables.item_knn, index, np.array([N]))
     ctx = _context([4], tables, present=index.present)
     assert ColdBridgeSource(tables).find(ctx, quota=5).labels.tolist() == [N]  # 4's buyers buy 5
-    link_items(tables.cold_bridge, tables.item_knn, index, np.array([1]))  # warm: not linked
-    assert not (tables.cold_bridge.labels == 1).any()
+    assert tables.cold_bridge.floor[N] > 0.9
+    tables.cold_bridge.link(tables.item_knn, index, np.array([1]))  # warm: not linked
+    assert not (tables.cold_bridge.links.labels == 1).any()
 
 
 def test_a_bridged_item_is_ranked_as_the_cold_copies_teach():
@@ -102,3 +106,12 @@ def test_a_bridged_item_is_ranked_as_the_cold_copies_teach():
     assert "rank_cold_bridge" not in COLUMN and row[COLUMN["source_count"]] == 0
     assert all(row[COLUMN[name]] == 0 for name in INTERACTION_FEATURES)
     assert row[COLUMN["neighbour_likeness"]] > 0.9  # like 1, what item-kNN expects after 0
+    assert row[COLUMN["bridge_likeness"]] > 0.9  # and 1 is among its nearest warm items
+
+
+def test_the_explanation_names_the_bridge():
+    from server.ranking.scorer import Evidence, reason, weight_vector
+
+    row = np.zeros(len(COLUMN), np.float32)
+    text = reason(row, weight_vector(None), query="", evidence=Evidence(), sources=["cold_bridge"])
+    assert text == "new, like items bought by customers who bought yours"

@@ -19,7 +19,7 @@ from server.metrics import ServerMetrics
 from server.ranking.features import COLUMN, FEATURES
 from server.requests import RecommendQuery
 from server.retrieval.sources.base import SOURCE_NAMES
-from server.retrieval.sources.cold_bridge import bridge_table
+from server.retrieval.sources.cold_bridge import ColdBridge
 from server.served_bundle import ServedBundle
 
 
@@ -48,7 +48,7 @@ async def test_candidates_come_from_every_source_with_provenance(engine, bundle)
     found = engine.candidates(RecommendQuery(user_id=user, k=10))
     counts = found.merged.count_by_source()
     # every item of the demo sample was bought: the cold bridge has nothing to reach
-    assert counts["cold_bridge"] == 0 and len(bundle.tables.cold_bridge) == len(bundle.tables.item_knn)
+    assert counts["cold_bridge"] == 0 and len(bundle.tables.cold_bridge.links) == len(bundle.tables.item_knn)
     assert all(counts[name] > 0 for name in SOURCE_NAMES if name != "cold_bridge"), counts
     assert len(found.labels) == len(np.unique(found.labels))  # de-duplicated
     assert 100 <= len(found.labels) <= engine.retrieval_config.candidates * 1.2
@@ -138,7 +138,7 @@ async def test_a_cold_item_is_found_by_its_text_and_can_seed_a_history(bundle):
     for table in (tables.item_knn, tables.transitions):
         table.labels[cold] = -1
         table.labels[table.labels == cold] = -1
-    tables.cold_bridge = bridge_table(tables.item_knn, bundle.index)  # as a load derives it
+    tables.cold_bridge = ColdBridge.derive(tables.item_knn, bundle.index)  # as a load derives it
     metrics = ServerMetrics()
     batcher = TokenBudgetBatcher(bundle.backend, BatcherConfig(), metrics)
     await batcher.start()
@@ -152,7 +152,7 @@ async def test_a_cold_item_is_found_by_its_text_and_can_seed_a_history(bundle):
         assert found.merged.sources_of(position) == ["content"]
         assert found.merged.ranks[position, 0] <= 2  # among the nearest to its own title
         # the bridge: a history whose item-kNN neighbours include an item it reads like
-        like = int(np.flatnonzero((tables.cold_bridge.labels == cold).any(axis=1))[0])
+        like = int(np.flatnonzero((tables.cold_bridge.links.labels == cold).any(axis=1))[0])
         buyer = int(np.flatnonzero(tables.item_knn.labels[:, 0] == like)[0])
         bridged = engine.candidates(RecommendQuery(history=(bundle.catalog.item_ids[buyer],), k=10))
         position = bridged.labels.tolist().index(cold)
