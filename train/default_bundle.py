@@ -16,7 +16,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v5"  # v5: trees of at most 31 leaves (v4: features v4, 60 trees)
+DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v6"  # v6: features v5 (bridge_likeness); v5: 31-leaf trees
 ENCODER_NAME = "default-minilm-int8-demo-v1.encoder"  # unchanged since v1: caches keep it
 
 
