@@ -34,28 +34,28 @@ ROW_WIDTH = 16  # cold items kept per warm item (96 bytes an item): a head row's
 _CHUNK = 1024  # items searched at once
 
 
-def warm_items(item_knn: NeighbourTable, present: np.ndarray) -> np.ndarray:
-    """Bool over labels: present items with item-to-item neighbours (collaborative evidence)."""
-    warm = np.zeros(len(present), bool)
-    rows = min(len(item_knn), len(present))
-    warm[:rows] = (item_knn.labels[:rows] >= 0).any(axis=1) & present[:rows]
+def is_warm(item_knn: NeighbourTable, present: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Bool per label: a present item with item-to-item neighbours (collaborative evidence)."""
+    labels = np.asarray(labels, np.int64)
+    inside = (labels >= 0) & (labels < min(len(item_knn), len(present)))
+    warm = np.zeros(labels.shape, bool)
+    at = labels[inside]
+    warm[inside] = present[at] & (item_knn.labels[at] >= 0).any(axis=-1)
     return warm
 
 
-def _nearest_warm(index: RetrievalBackend, warm: np.ndarray, labels: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _nearest_warm(index: RetrievalBackend, item_knn: NeighbourTable, labels: np.ndarray,
+                  warm_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(warm label, item label, cosine) of each item's WARM_NEIGHBOURS nearest warm items
-    (itself left out, cosines > 0), and each item's floor (module docstring; inf: none)."""
-    warm_share = max(warm.sum() / max(index.size, 1), 1e-3)
+    (itself left out, cosines > 0), and each item's floor (the last one's cosine; inf: none)."""
     # enough results that about twice the wanted warm ones are among them
-    fetch = int(min(index.size, np.ceil(2 * WARM_NEIGHBOURS / warm_share) + 1))
+    fetch = int(min(index.size, np.ceil(2 * WARM_NEIGHBOURS / max(warm_share, 1e-3)) + 1))
     rows, owners, sims = [], [], []
     floor = np.full(len(labels), np.inf, np.float32)
     for lo in range(0, len(labels), _CHUNK):
         chunk = labels[lo:lo + _CHUNK]
         found, cosine = index.knn(index.vectors[chunk], fetch)
-        inside = (found >= 0) & (found < len(warm))
-        keep = inside & warm[np.where(inside, found, 0)] & (cosine > 0) & (found != chunk[:, None])
+        keep = is_warm(item_knn, index.present, found) & (cosine > 0) & (found != chunk[:, None])
         keep &= np.cumsum(keep, axis=1) <= WARM_NEIGHBOURS
         owner = np.broadcast_to(chunk[:, None], found.shape)
         rows.append(found[keep]), owners.append(owner[keep]), sims.append(cosine[keep])
@@ -70,6 +70,7 @@ def _nearest_warm(index: RetrievalBackend, warm: np.ndarray, labels: np.ndarray
 class ColdBridge:
     links: NeighbourTable  # warm item -> the cold items most like it, best first
     floor: np.ndarray  # float32 [labels] cosine of each item's WARM_NEIGHBOURS-th nearest warm item
+    warm_share: float = 1.0  # of the present items, when derived (sizes the searches of `link`)
 
     @classmethod
     def empty(cls, n_items: int = 0) -> "ColdBridge":
@@ -80,15 +81,16 @@ class ColdBridge:
         """Every present item's floor, and every present cold item linked (module docstring)."""
         n = len(item_knn)
         size = max(n, len(index.present))
-        warm = warm_items(item_knn, index.present)
+        present = np.flatnonzero(index.present)
+        warm = is_warm(item_knn, index.present, present)
         bridge = cls.empty(n)
         bridge.floor = np.full(size, np.inf, np.float32)
-        present = np.flatnonzero(index.present)
-        if not warm.any() or n == 0 or len(present) == 0:
+        if not warm.any() or n == 0:
             return bridge
-        rows, owners, sims, floor = _nearest_warm(index, warm, present)
+        bridge.warm_share = float(warm.mean())
+        rows, owners, sims, floor = _nearest_warm(index, item_knn, present, bridge.warm_share)
         bridge.floor[present] = floor
-        cold = ~warm[owners]
+        cold = ~is_warm(item_knn, index.present, owners)
         matrix = sp.csr_matrix((sims[cold].astype(np.float64), (rows[cold], owners[cold])),
                                shape=(n, size))
         bridge.links = top_n_table(matrix, ROW_WIDTH, normalise="none")
@@ -97,11 +99,10 @@ class ColdBridge:
     def link(self, item_knn: NeighbourTable, index: RetrievalBackend, labels: np.ndarray) -> None:
         """Items just upserted (cold until they get interactions): their floor, and linked."""
         labels = np.asarray(labels, np.int64)
-        warm = warm_items(item_knn, index.present)
-        if len(labels) == 0 or not warm.any():
+        if len(labels) == 0 or len(self.links) == 0:
             return
-        rows, owners, sims, floor = _nearest_warm(index, warm, labels)
-        cold = (owners >= len(warm)) | ~warm[np.minimum(owners, len(warm) - 1)]
+        rows, owners, sims, floor = _nearest_warm(index, item_knn, labels, self.warm_share)
+        cold = ~is_warm(item_knn, index.present, owners)
         rows, owners, sims = rows[cold], owners[cold], sims[cold]
         if labels.max() >= len(self.floor):  # grown like the other tables: a quarter of headroom
             grown = np.full(int(labels.max()) + 1 + len(self.floor) // 4, np.inf, np.float32)
