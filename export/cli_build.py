@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="popularity decay half-life (default 30)")
     parser.add_argument("--strict", action="store_true", default=None,
                         help="fail on the first bad row instead of counting it")
-    parser.add_argument("--threads", type=int, default=None, help="index threads (default: all usable)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="HNSW build threads (default 1: reproducible; 0 = all usable, faster)")
     parser.add_argument("--retrieval", choices=["hnsw", "milvus"], default=None,
                         help="retrieval backend to serve from (default hnsw; milvus loads a collection)")
     parser.add_argument("--milvus-uri", default=None, help="Milvus server for --retrieval milvus")

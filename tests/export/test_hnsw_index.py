@@ -100,3 +100,18 @@ def test_tiny_and_invalid_inputs():
         build_index(vectors, np.arange(4))
     with pytest.raises(InvalidInput):
         choose_ef(index, vectors[:0])
+
+
+def test_the_default_build_gives_the_same_graph_from_the_same_vectors(tmp_path):
+    """One build thread (BuildConfig's default): a rebuilt bundle has the same index file, so
+    the same candidates and the same fitted ranker."""
+    from export.build import BuildConfig
+
+    vectors = clustered(2000, seed=3)
+    paths = []
+    for name in ("a", "b"):
+        index = build_index(vectors, np.arange(2000), m=8, ef_construction=40,
+                            threads=BuildConfig().threads)
+        save_index(index, tmp_path / name)
+        paths.append(tmp_path / name)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
