@@ -95,8 +95,10 @@ class MilvusIndex:
             sims[row, :len(found)] = [hit["distance"] for hit in found]
         return labels, sims
 
-    def knn(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, similarities) [n_queries, k'], like VectorIndex.knn."""
+    def knn(self, queries: np.ndarray, k: int, ef: int | None = None,
+            threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, similarities) [n_queries, k'], like VectorIndex.knn (the Milvus server
+        chooses its own threads)."""
         k = max(1, min(k, self.live_count))
         return self._search(queries, k, "", ef)
 

@@ -66,8 +66,10 @@ class VectorIndex:
         """Items that can be returned (added and not deleted)."""
         return self.live_count
 
-    def knn(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, similarities) [n_queries, k']; k' = min(k, live elements)."""
+    def knn(self, queries: np.ndarray, k: int, ef: int | None = None,
+            threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, similarities) [n_queries, k']; k' = min(k, live elements). Requests search
+        on one thread; `threads` is for batch work (deriving the cold bridge at load)."""
         with self.lock.read():
             k = max(1, min(k, self.live_count))
             ef = max(ef or self.default_ef, k)
@@ -75,7 +77,7 @@ class VectorIndex:
                 if ef != self.default_ef:
                     self.index.set_ef(ef)
                 try:
-                    labels, distances = self.index.knn_query(queries, k=k, num_threads=1)
+                    labels, distances = self.index.knn_query(queries, k=k, num_threads=threads)
                 finally:
                     if ef != self.default_ef:
                         self.index.set_ef(self.default_ef)
