@@ -114,7 +114,7 @@ class RecommendationEngine:
             RankedItemsSource("popular", lambda: tables.popularity),
             RankedItemsSource("trending", lambda: tables.trending),
             RepeatSource(tables.repeat_rate),
-            ColdBridgeSource(tables),  # after item_knn: it reads that source's aggregate
+            ColdBridgeSource(tables, bundle.index),  # after item_knn: it reads that source's aggregate
         ]
         config = self.retrieval_config
         self.shares = {"content": config.content_share, "item_knn": config.item_knn_share,
@@ -223,7 +223,8 @@ class RecommendationEngine:
         ranking = RankingContext(query_vector=query_vector, history_labels=labels,
                                  history_weights=weights, disliked_labels=disliked,
                                  now=time.time(), recent_weights=recent,
-                                 neighbour_scores=context.neighbour_scores)
+                                 neighbour_scores=context.neighbour_scores,
+                                 expectation_head=context.expectation_head)
         candidate_vectors = vectors[merged.labels]
         retrieval = interest_scores(candidate_vectors, interests)
         return CandidateSet(request, context, ranking, merged, retrieval, candidate_vectors)

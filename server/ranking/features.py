@@ -116,6 +116,7 @@ class RankingContext:
     recent_weights: np.ndarray | None = None  # transition weights of the history (newest last)
     # "item_knn" / "transitions" -> (sorted labels, scores) already aggregated by the sources
     neighbour_scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    expectation_head: tuple[np.ndarray, np.ndarray] | None = None  # as the cold bridge took it
 
 
 @dataclass
@@ -240,7 +241,7 @@ def compute_features(
     if len(ctx.history_labels):
         history = ctx.history_labels
         knn = ctx.neighbour_scores.get("item_knn") or tables.item_knn.aggregate(history, ctx.history_weights)
-        head, head_weights = expectation_head(knn, len(vectors))
+        head, head_weights = ctx.expectation_head or expectation_head(knn, len(vectors))
         # one product for the history and the likeness head, each distinct item once
         # (repeat purchases and neighbours already in the history are common)
         columns, column_of = np.unique(np.concatenate([history, head]), return_inverse=True)
@@ -256,11 +257,9 @@ def compute_features(
         out[:, COLUMN["attribute_affinity"]] = _attribute_affinity(candidates, ctx, tables)
         out[:, COLUMN["item_knn"]] = neighbour_scores(tables.item_knn, history, ctx.history_weights,
                                                       candidates, knn)
-        head_sims = sims[:, column_of[len(history):]]
-        out[:, COLUMN["neighbour_likeness"]] = _neighbour_likeness(candidates, head_sims, head,
-                                                                   head_weights)
-        out[:, COLUMN["bridge_likeness"]] = _bridge_likeness(
-            candidates, head_sims, head, head_weights, gather(tables.cold_bridge.floor, candidates, np.inf))
+        if len(head):
+            _likeness(candidates, sims[:, column_of[len(history):]], head, head_weights,
+                      gather(tables.cold_bridge.floor, candidates, np.inf), out)
         recent = ctx.recent_weights if ctx.recent_weights is not None else transition_weights(len(history))
         out[:, COLUMN["transition"]] = neighbour_scores(
             tables.transitions, history[-len(recent):], recent, candidates,
@@ -296,24 +295,15 @@ def _history_repeats(candidates: np.ndarray, history: np.ndarray, out: np.ndarra
     return inside
 
 
-def _neighbour_likeness(candidates: np.ndarray, head_sims: np.ndarray, head: np.ndarray,
-                        head_weights: np.ndarray) -> np.ndarray:
-    """[C] neighbour_likeness (module docstring): head_sims are the candidates' cosines to the
-    head items of expectation_head."""
-    if len(head) == 0:
-        return np.zeros(len(candidates), np.float32)
+def _likeness(candidates: np.ndarray, head_sims: np.ndarray, head: np.ndarray,
+              head_weights: np.ndarray, floor: np.ndarray, out: np.ndarray) -> None:
+    """neighbour_likeness and bridge_likeness (module docstring) into `out`: head_sims are the
+    candidates' cosines to the head items of expectation_head, floor each candidate's
+    nearest-warm floor (server/retrieval/sources/cold_bridge.py)."""
     likeness = np.maximum(head_sims, 0.0) * head_weights
     likeness[candidates[:, None] == head[None, :]] = 0.0  # like itself says nothing
-    return likeness.max(axis=1).astype(np.float32)
-
-
-def _bridge_likeness(candidates: np.ndarray, head_sims: np.ndarray, head: np.ndarray,
-                     head_weights: np.ndarray, floor: np.ndarray) -> np.ndarray:
-    """[C] bridge_likeness (module docstring); floor: each candidate's nearest-warm floor."""
-    if len(head) == 0:
-        return np.zeros(len(candidates), np.float32)
-    near = (head_sims >= floor[:, None]) & (candidates[:, None] != head[None, :])
-    return (np.where(near, np.maximum(head_sims, 0.0), 0.0) @ head_weights).astype(np.float32)
+    out[:, COLUMN["neighbour_likeness"]] = likeness.max(axis=1)
+    out[:, COLUMN["bridge_likeness"]] = np.where(head_sims >= floor[:, None], likeness, 0.0).sum(axis=1)
 
 
 TRANSITION_ITEMS = 3  # "often bought after X": the last few items, newest weighing most

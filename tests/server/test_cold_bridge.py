@@ -66,7 +66,7 @@ def test_cold_items_are_linked_from_their_nearest_warm_items_only():
 
 def test_the_bridge_finds_the_cold_item_like_what_item_knn_expects():
     index, tables = _catalog()
-    source = ColdBridgeSource(tables)
+    source = ColdBridgeSource(tables, index)
     ctx = _context([0], tables, present=index.present)
     found = source.find(ctx, quota=5)
     assert found.labels.tolist() == [8]  # 0 -> (item-kNN) 1 -> (content) 8; never 9
@@ -83,7 +83,7 @@ def test_an_item_upserted_live_is_linked_and_found():
     index.add(_vector((5, 0.9), (10, 0.3))[None, :], np.array([N]))  # new, reads like 5
     tables.cold_bridge.link(tables.item_knn, index, np.array([N]))
     ctx = _context([4], tables, present=index.present)
-    assert ColdBridgeSource(tables).find(ctx, quota=5).labels.tolist() == [N]  # 4's buyers buy 5
+    assert ColdBridgeSource(tables, index).find(ctx, quota=5).labels.tolist() == [N]  # 4's buyers buy 5
     assert tables.cold_bridge.floor[N] > 0.9
     tables.cold_bridge.link(tables.item_knn, index, np.array([1]))  # warm: not linked
     assert not (tables.cold_bridge.links.labels == 1).any()
@@ -93,7 +93,7 @@ def test_a_bridged_item_is_ranked_as_the_cold_copies_teach():
     """No feature says "found by the bridge": the row is an item without interactions."""
     index, tables = _catalog()
     ctx = _context([0], tables, present=index.present)
-    ColdBridgeSource(tables).find(ctx, quota=5)
+    ColdBridgeSource(tables, index).find(ctx, quota=5)
     ranking = RankingContext(query_vector=None, history_labels=ctx.history,
                              history_weights=ctx.history_weights, now=0.0,
                              neighbour_scores=ctx.neighbour_scores)

@@ -64,6 +64,8 @@ class SourceContext:
     # source name -> (sorted labels, summed scores) a collaborative source aggregated, kept
     # so the ranking features read them instead of aggregating the same rows again
     neighbour_scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    # (labels, weights) of the item-kNN expectation head the cold bridge took (features reuse it)
+    expectation_head: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def has_query(self) -> bool:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from export.neighbours import NeighbourTable, expectation_head, top_n_table
 from export.cpus import usable_cpus
+from export.neighbours import NeighbourTable, expectation_head, top_n_table
 from server.retrieval.backend import RetrievalBackend
 from server.retrieval.sources.base import SourceContext, SourceList, best_allowed
 
@@ -120,8 +120,9 @@ class ColdBridge:
 class ColdBridgeSource:
     name = "cold_bridge"
 
-    def __init__(self, tables) -> None:
+    def __init__(self, tables, index: RetrievalBackend) -> None:
         self.tables = tables  # FeatureTables: snapshot restores replace its cold_bridge
+        self.index = index
 
     def active(self, context: SourceContext) -> bool:
         return len(context.history) > 0 and len(self.tables.cold_bridge.links) > 0
@@ -130,7 +131,7 @@ class ColdBridgeSource:
         knn = context.neighbour_scores.get("item_knn")
         if knn is None:
             knn = self.tables.item_knn.aggregate(context.history, context.history_weights)
-        links = self.tables.cold_bridge.links
-        head, weights = expectation_head(knn, len(links))
-        labels, scores = links.aggregate(head, weights)
+        # bounded as the features bound it, so they reuse it (rows past the links give nothing)
+        context.expectation_head = expectation_head(knn, len(self.index.vectors))
+        labels, scores = self.tables.cold_bridge.links.aggregate(*context.expectation_head)
         return best_allowed(labels, scores, context.gate, quota)
