@@ -21,8 +21,8 @@ from server.retrieval.retriever import RetrievalConfig
 from server.service.app import AllConfigs, RecserveServer, ServerConfig
 from server.admission_proxy import ProxiedPort
 from server.workers.identity import supervisor_proxy_address, worker_prefix
-from server.workers.supervisor import (SupervisorConfig, announce_ready, auto_workers,
-                                      reload_target)
+from server.workers.announce import announce_ready, announce_reload_failed, reload_target
+from server.workers.supervisor import SupervisorConfig, auto_workers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -120,8 +120,10 @@ async def serve(bundle: str, configs: AllConfigs) -> int:
             outcome = await server.reload(reload_target())  # None: the configured path
             log.info("SIGHUP: now serving %s (was %s; %d live writes replayed)",
                      outcome.bundle_version, outcome.previous_version, outcome.replayed_writes)
+            announce_ready(outcome.bundle_version)
         except Exception as exc:  # noqa: BLE001 - the old bundle keeps serving; say why
             log.error("SIGHUP: %s", exc)
+            announce_reload_failed(str(exc))
 
     reloads: set[asyncio.Task] = set()  # keep a reference until each task is done
 

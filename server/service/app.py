@@ -85,6 +85,9 @@ class ServerConfig(RecserveSettings):
     """Publish directory of `recserve release`: Reload loads only `current` or a version in it (empty: Reload off)."""
     allow_reload_when_read_only: bool = False
     """Let Reload run on a server whose live writes are off (read-only); SIGHUP always reloads."""
+    workers_reload_timeout_s: float = 600.0
+    """With --workers: longest a Reload RPC waits for the other workers to serve the new bundle
+    before it answers (the caller's deadline, when sooner, decides)."""
     max_concurrent_calls: int = 0
     """Recommender calls in flight at once; more are refused with RESOURCE_EXHAUSTED at the door
     (0 = 4 x the batcher's max_batch_size: a batch running, one ready, two filling; measured in

@@ -151,4 +151,4 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     @_rpc("Reload")
     async def Reload(self, state, request: pb.ReloadRequest, deadline):
-        return await write_rpcs.reload(self.server, request)
+        return await write_rpcs.reload(self.server, request, deadline)

@@ -18,7 +18,7 @@ from server.errors import WritesDisabled
 from server.release_guard import ReleaseDirectory
 from server.live.records import ItemWrite, event_with_defaults
 from server.live.writer import WriteResult
-from server.workers.supervisor import announce_reload
+from server.workers.announce import announce_ready, announce_reload, wait_for_every_worker
 
 if TYPE_CHECKING:
     from server.live.service import LiveWrites
@@ -58,8 +58,10 @@ async def record_interactions(server: "RecserveServer",
     return _response(server, await _live(server).record(events, request.request_id))
 
 
-async def reload(server: "RecserveServer", request: pb.ReloadRequest) -> pb.ReloadResponse:
-    """Load a release named by the caller ('current', 'v3') from the release directory only."""
+async def reload(server: "RecserveServer", request: pb.ReloadRequest,
+                 deadline: float | None) -> pb.ReloadResponse:
+    """Load a release named by the caller ('current', 'v3') from the release directory only;
+    with --workers, answer once every worker serves it."""
     if server.live is None and not server.config.allow_reload_when_read_only:
         raise WritesDisabled("this server is read-only: Reload over the API is refused "
                              "(allow_reload_when_read_only enables it; SIGHUP always reloads)")
@@ -71,7 +73,13 @@ async def reload(server: "RecserveServer", request: pb.ReloadRequest) -> pb.Relo
     except BundleError as exc:  # the reloader's one error type; no server paths to callers
         raise BundleError(releases.scrub(str(exc), release)) from None
     server.bundle_path = os.path.join(releases.root, release.name)  # SIGHUP reloads the same name
-    announce_reload(server.bundle_path)  # with --workers: the other workers load it too
+    announce_ready(outcome.bundle_version)
+    token = announce_reload(server.bundle_path)  # with --workers: the other workers load it too
+    waited = time.monotonic() + server.config.workers_reload_timeout_s
+    try:
+        await wait_for_every_worker(token, outcome.bundle_version, min(waited, deadline or waited))
+    except BundleError as exc:
+        raise BundleError(releases.scrub(str(exc), release)) from None
     return pb.ReloadResponse(previous_version=outcome.previous_version,
                              bundle_version=outcome.bundle_version,
                              replayed_writes=outcome.replayed_writes)

@@ -14,7 +14,9 @@ The supervisor:
   within `restart_window_s` is a crash loop: it says so in one log line and stops the server;
 - forwards SIGTERM/SIGINT (every worker drains and exits 0) and SIGHUP (every worker reloads
   its bundle path); a Reload RPC served by one worker is passed on the same way, with the
-  bundle that worker loaded written to a file the others read on that SIGHUP;
+  bundle that worker loaded written to a file the others read on that SIGHUP, and keeps
+  each worker's served version in a status file, so that the Reload answers only once every
+  worker serves it (server/workers/announce.py);
 - serves one Prometheus scrape for all workers (prometheus_client multiprocess mode).
 """
 
@@ -35,13 +37,12 @@ from pathlib import Path
 from export.cpus import usable_cpus
 from server.live.log_sharing import ENV_COUNT, ENV_INDEX
 from server.ports import address_of, reserve_port
+from server.workers.announce import ENV_READY_FD, ENV_RELOAD_FILE, write_status
 from server.workers.children import die_with_parent
 from server.workers.identity import ENV_JOIN_LATE, ENV_PUBLIC_ADDRESS
 
 log = logging.getLogger(__name__)
 
-ENV_READY_FD = "RECSERVE_WORKER_READY_FD"
-ENV_RELOAD_FILE = "RECSERVE_WORKER_RELOAD_FILE"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -88,6 +89,8 @@ class _Worker:
     index: int
     process: subprocess.Popen | None = None
     ready: bool = False
+    version: str | None = None  # the bundle version it last said it serves
+    failed: str | None = None  # why it could not load the bundle of the last Reload RPC
     restart_at: float | None = None  # monotonic time of a scheduled restart
     deaths: list[float] = field(default_factory=list)
 
@@ -105,6 +108,7 @@ class WorkerSupervisor:
         os.set_blocking(self._ready_r, False)
         self._ready_buffer = b""
         self._reload_file: Path | None = None  # set by run(): where a Reload RPC's bundle path goes
+        self._reload_token = ""  # the last Reload RPC passed on (workers.json says which)
         self.inference = None  # InferenceLauncher with shared_inference
         self.proxy = None  # AdmissionProxy with admission_limit
         self._public = ""  # host:port the proxy listens on
@@ -197,12 +201,14 @@ class WorkerSupervisor:
             argv += ["--bundle", self._reload_file.read_text()]
         worker.process = subprocess.Popen(argv, env=env, pass_fds=(self._ready_w,),
                                           preexec_fn=die_with_parent)
-        worker.ready, worker.restart_at = False, None
+        worker.ready, worker.restart_at, worker.version = False, None, None
+        self._write_status()
         log.info("worker %d started (pid %d, %d ORT threads)", worker.index, worker.process.pid, threads)
 
     def _read_ready(self) -> None:
-        """Workers write `ready <index> <pid> <version>` once they serve, and
-        `reload <index> <pid> <bundle path>` after a Reload RPC."""
+        """Workers write `ready <index> <pid> <version>` whenever they serve a bundle,
+        `reload <index> <pid> <token> <bundle path>` after a Reload RPC and
+        `reload_failed <index> <pid> <reason>` when a reload kept their old bundle."""
         try:
             self._ready_buffer += os.read(self._ready_r, 4096)
         except BlockingIOError:
@@ -210,23 +216,38 @@ class WorkerSupervisor:
         *lines, self._ready_buffer = self._ready_buffer.split(b"\n")
         for line in lines:
             parts = line.decode().split(" ", 3)
-            if len(parts) == 4 and parts[0] == "ready":
-                worker = self.workers[int(parts[1])]
-                if worker.process is not None and worker.process.pid == int(parts[2]):
-                    worker.ready = True
-                    self._version = parts[3]
-            elif len(parts) == 4 and parts[0] == "reload":
-                self._pass_reload_on(int(parts[1]), parts[3])
+            if len(parts) < 4:
+                continue
+            kind, worker, value = parts[0], self.workers[int(parts[1])], parts[3]
+            if worker.process is None or worker.process.pid != int(parts[2]):
+                continue  # from a worker since replaced
+            if kind == "ready":
+                worker.ready, worker.version, worker.failed = True, value, None
+                self._version = value
+            elif kind == "reload_failed":
+                worker.failed = value
+            elif kind == "reload":
+                token, _, bundle_path = value.partition(" ")
+                self._pass_reload_on(worker.index, token, bundle_path)
+            self._write_status()
 
-    def _pass_reload_on(self, origin: int, bundle_path: str) -> None:
+    def _pass_reload_on(self, origin: int, token: str, bundle_path: str) -> None:
         """A worker served a Reload RPC: the others load the same bundle."""
         draft = self._reload_file.with_suffix(".tmp")
         draft.write_text(bundle_path)
         os.replace(draft, self._reload_file)  # whole or not at all
+        self._reload_token = token
         log.info("worker %d reloaded over the API: the other workers follow", origin)
         for worker in self.workers:
+            worker.failed = None
             if worker.index != origin and worker.process is not None and worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGHUP)
+
+    def _write_status(self) -> None:
+        if self._reload_file is not None:
+            write_status(self._reload_file, self._reload_token, {
+                w.index: {"pid": w.process.pid if w.process else None, "version": w.version,
+                          "failed": w.failed} for w in self.workers})
 
     _version = "?"
 
@@ -250,6 +271,8 @@ class WorkerSupervisor:
             if code is None:
                 continue
             self._mark_dead(worker.process.pid)
+            worker.version = None
+            self._write_status()
             self._deaths = [t for t in self._deaths if now - t < self.config.restart_window_s] + [now]
             if len(self._deaths) > self.config.max_restarts:
                 log.error("crash loop: %d worker deaths within %.0fs (worker %d exited with %s): "
@@ -352,29 +375,3 @@ class WorkerSupervisor:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(pid)
-
-
-def _tell_supervisor(kind: str, value: str) -> None:
-    fd = os.environ.get(ENV_READY_FD)
-    if fd:  # one short write to a pipe: atomic, never interleaved with another worker's
-        os.write(int(fd), f"{kind} {os.environ.get(ENV_INDEX, '0')} {os.getpid()} {value}\n".encode())
-
-
-def announce_ready(version: str) -> None:
-    """In a worker: tell the supervisor this process serves (no-op outside a supervisor)."""
-    _tell_supervisor("ready", version)
-
-
-def announce_reload(bundle_path: str) -> None:
-    """In a worker, after a Reload RPC: the other workers load the same bundle (no-op alone)."""
-    _tell_supervisor("reload", str(bundle_path))
-
-
-def reload_target() -> str | None:
-    """In a worker, on SIGHUP: the bundle another worker reloaded to over the API, if that is
-    why the supervisor sent it (None: reload the configured path)."""
-    path = os.environ.get(ENV_RELOAD_FILE)
-    try:
-        return Path(path).read_text() if path else None
-    except FileNotFoundError:
-        return None

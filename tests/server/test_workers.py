@@ -135,7 +135,9 @@ def test_a_reload_rpc_on_one_worker_reloads_every_worker(two_workers, small_bund
     version = _release(small_bundle, work / "releases", "v3")
     with RecommenderClient(f"127.0.0.1:{server.port}") as client:
         assert client.reload("v3", deadline_s=60).bundle_version == version  # one worker answers
-    assert _every_worker_serves(server.port, version) == {version}  # the other followed
+    # ... only once the other serves it too: every new connection sees the new version at once
+    seen = _workers_seen(server.port, pb.RecommendRequest(query="christmas lantern", k=3))
+    assert len(seen) == 2 and {r.bundle_version for r in seen.values()} == {version}
 
 
 def test_sigterm_drains_every_worker_and_exits_0(two_workers):
