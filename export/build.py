@@ -21,8 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
     TextColumn, TimeElapsedColumn
 
 from export.bundle import (FEATURES_DIR, INDEX_FILE, ITEMS_DB, MANIFEST, MODEL_FILE,
-                           TOKENIZER_DIR, BundleWriter, new_version, sha256_file,
-                           verify_checksums)
+                           TOKENIZER_DIR, BundleWriter, new_version, verify_checksums)
 from export.catalog import (CatalogColumns, InteractionColumns, ValidationReport, read_catalog,
                             read_interactions)
 from export.embedding import embed_texts
@@ -31,6 +30,7 @@ from export.features import compute_features
 from export.hnsw_index import SPACE, build_index, choose_ef, save_index
 from export.item_store import ItemRecord, ItemStore
 from export.item_text import item_text, template_manifest
+from export.model_files import copy_model, model_sha256
 from export.runtime import EncoderRuntime, RuntimeConfig
 from export.settings import RecserveSettings, load_settings, settings_config
 from export.tabular import row_count_upper_bound
@@ -113,7 +113,7 @@ def read_encoder(encoder_dir: str | Path, max_length: int = 0) -> tuple[dict[str
         section = {k: v for k, v in manifest.items() if k != "files"}
     model = dict(section.get("model") or {})
     model.setdefault("source", str(root.resolve()))
-    model.setdefault("sha256", sha256_file(root / MODEL_FILE))
+    model.setdefault("sha256", model_sha256(root))
     model.setdefault("pooling", "unknown")
     max_length = max_length or int(model.get("max_length") or DEFAULT_MAX_LENGTH)
     model["max_length"] = max_length
@@ -227,7 +227,7 @@ def build_bundle(
     expected = row_count_upper_bound(catalog_path)
 
     with BundleWriter(out_dir, overwrite=overwrite) as writer, _progress(progress) as bar:
-        shutil.copy2(encoder_root / MODEL_FILE, writer.path / MODEL_FILE)
+        copy_model(encoder_root, writer.path)
         shutil.copytree(encoder_root / TOKENIZER_DIR, writer.path / TOKENIZER_DIR)
         store = ItemStore.create(writer.path / ITEMS_DB)
         try:

@@ -37,6 +37,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from export import encoder_graph, fusion, precision as lower
 from export.bundle import MODEL_FILE, TOKENIZER_DIR, BundleWriter
+from export.model_files import externalize_weights
 from export.embedding import embed_texts
 from export.errors import InvalidInput
 from export.onnx_export import resolve_model_path
@@ -167,6 +168,7 @@ def export_encoder(
         step = progress.add_task(f"lower to {chosen}", total=None)
         model_path = writer.path / MODEL_FILE
         quantized, fp32_nodes = _lower(chosen, work / "fused.onnx", model_path, scheme, console)
+        externalize_weights(model_path)  # shared between the processes that serve it
         progress.update(step, total=1, completed=1)
 
         probes = build_probe_set(writer.path / TOKENIZER_DIR, max_length)

@@ -194,3 +194,25 @@ def test_catalog_without_valid_items_is_an_error(tiny_onnx_dir, tmp_path):
     with pytest.raises(InvalidInput, match="no valid items"):
         build_bundle(tiny_onnx_dir, catalog, None, tmp_path / "b", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv"]
+
+
+def test_an_encoder_with_external_weights_is_built_with_them(tiny_onnx_dir, tmp_path):
+    """Both files reach the bundle, checksummed, and the items embed as with inline weights."""
+    from export.model_files import MODEL_DATA_FILE, externalize_weights, model_sha256
+
+    encoder = tmp_path / "encoder"
+    shutil.copytree(tiny_onnx_dir, encoder)
+    externalize_weights(encoder / "model.onnx")
+    assert model_sha256(encoder) != model_sha256(tiny_onnx_dir) == sha256_file(tiny_onnx_dir / "model.onnx")
+    catalog = tmp_path / "catalog.csv"
+    items = list(read_catalog(demo_catalog_path(), report=ValidationReport("demo")))[:50]
+    catalog.write_text("item_id,title\n" + "".join(f"{i.item_id},{i.title}\n" for i in items))
+    build_bundle(encoder, catalog, None, tmp_path / "bundle", progress=False)
+    manifest = read_manifest(tmp_path / "bundle")  # every file's sha256 checked
+    assert MODEL_DATA_FILE in manifest["files"]
+    assert manifest["encoder"]["model"]["sha256"] == model_sha256(encoder)
+    texts = [item_text(i.title, "", {}) for i in items]
+    inline = embed_texts(EncoderRuntime(tiny_onnx_dir / "model.onnx"),
+                         TextTokenizer(tiny_onnx_dir / "tokenizer", 128), texts)
+    index = load_index(tmp_path / "bundle" / "index.hnsw", dim=32, ef=manifest["index"]["ef"])
+    np.testing.assert_allclose(index.get_items(np.arange(len(items))), inline, atol=1e-6)

@@ -1,6 +1,7 @@
 """`recserve export` end to end on the tiny encoder: bundle, gate, and every refusal."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -42,7 +43,7 @@ def plain_ort_vectors(bundle, texts):
 
 def test_int8_export_is_a_verified_checksummed_bundle(int8_bundle, tiny_encoder_dir):
     manifest = read_manifest(int8_bundle)  # verifies every file's sha256
-    assert {"model.onnx", "tokenizer/tokenizer.json"} <= set(manifest["files"])
+    assert {"model.onnx", "model.onnx.data", "tokenizer/tokenizer.json"} <= set(manifest["files"])
     model = manifest["model"]
     assert (model["dim"], model["max_length"], model["pooling"]) == (32, 128, "mean")
     assert model["sha256"] == sha256_file(tiny_encoder_dir / "model.safetensors")
@@ -56,6 +57,10 @@ def test_int8_export_is_a_verified_checksummed_bundle(int8_bundle, tiny_encoder_
     assert verification["gate"] == {"mean_cosine": 0.99, "p1_cosine": 0.97, "overlap_at_10": 0.85}
     assert verification["mean_cosine"] >= 0.99
     assert set(verification["by_kind"]) == {"product", "query", "description"}
+    # The weights are beside the graph (ONNX external data), readable by whoever serves them.
+    data = int8_bundle / "model.onnx.data"
+    assert data.stat().st_size > 4 * (int8_bundle / "model.onnx").stat().st_size
+    assert data.stat().st_mode & 0o444 == 0o444
     # Nothing but the bundle itself was left in the output's parent folder.
     assert [p.name for p in int8_bundle.parent.iterdir()] == [int8_bundle.name]
 
@@ -68,6 +73,18 @@ def test_any_ort_user_gets_the_vectors_from_model_and_tokenizer(int8_bundle, tin
     assert got.shape == (3, 32)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
     assert (got * want).sum(axis=1).min() > 0.99
+
+
+def test_sessions_map_the_weights_file_instead_of_copying_it(int8_bundle):
+    """Shared pages between the processes that serve a bundle (export/model_files.py)."""
+    from export.runtime import EncoderRuntime
+
+    runtime = EncoderRuntime(int8_bundle / "model.onnx")
+    ones = np.ones((2, 8), np.int64)
+    assert runtime.run({"input_ids": ones, "attention_mask": ones, "token_type_ids": 0 * ones}).shape == (2, 32)
+    maps = Path("/proc/self/maps").read_text()
+    assert str((int8_bundle / "model.onnx.data").resolve()) in maps
+    del runtime
 
 
 def test_fp32_export_at_a_shorter_max_length(tiny_encoder_dir, tmp_path, capsys):
