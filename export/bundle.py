@@ -4,6 +4,8 @@ Layout (paths relative to the bundle directory):
 
     manifest.json           format version, provenance, parameters, sha256 of every file
     model.onnx              the encoder (contract: see DESIGN.md, "The ONNX encoder")
+    model.onnx.data         its weights as ONNX external data (export/model_files.py), when
+                            exported by this version; older bundles keep them inline
     tokenizer/              tokenizer.json and friends, as the source model ships them
     index.hnsw              hnswlib index over item embeddings (inner product)
     items.sqlite            item store: id <-> label, title, attributes, timestamps
