@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from train.pairs import Pair
 
 
@@ -37,3 +39,21 @@ def distinct_target_batches(pairs: Sequence[Pair], batch_size: int) -> list[list
             break
         batches.append([remaining.pop(position) for position in chosen])
     return batches
+
+
+def length_grouped_batches(pairs: Sequence[Pair], lengths: Sequence[int], batch_size: int,
+                           seed: int | Sequence[int], window_batches: int = 32) -> list[list[Pair]]:
+    """Distinct-target batches of pairs whose queries are about as long, in a seeded order.
+
+    A batch is padded to its longest query, so one 5-item history among 31 single-item
+    queries makes the whole batch cost what 32 histories cost. As transformers' group_by_length
+    does: the pairs, in their (shuffled) order, are cut into windows of `window_batches`
+    batches, each window sorted by query length and batched, then all batches shuffled.
+    """
+    window = batch_size * window_batches
+    batches: list[list[Pair]] = []
+    for start in range(0, len(pairs), window):
+        chunk = sorted(range(start, min(start + window, len(pairs))), key=lambda i: lengths[i])
+        batches += distinct_target_batches([pairs[i] for i in chunk], batch_size)
+    order = np.random.default_rng(seed).permutation(len(batches))
+    return [batches[i] for i in order]

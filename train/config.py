@@ -59,6 +59,9 @@ class TrainingConfig(RecserveSettings):
     (the build's co-occurrence window)."""
     item_pair_min_users: int = Field(2, ge=1)
     """Distinct users who must have co-interacted two items before they make a pair."""
+    group_by_length: bool = True
+    """Batch pairs of about the same query length together (a batch pads to its longest
+    query); False: batches in the pool's shuffled order."""
     hard_negatives: bool = False
     """Add one mined hard negative per pair, mined with the current encoder each epoch."""
     hard_negative_skip: int = Field(10, ge=0)

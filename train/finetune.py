@@ -19,7 +19,7 @@ import numpy as np
 
 from export.cpus import usable_cpus
 from export.errors import InvalidInput
-from train.batches import distinct_target_batches
+from train.batches import distinct_target_batches, length_grouped_batches
 from train.config import TrainingConfig
 from train.data import TrainingData
 from train.encoding import encode_texts
@@ -189,7 +189,11 @@ class FineTuner:
         pairs = epoch_slice(self.pairs.train_pool, epoch - 1, c.pairs_per_epoch)
         negatives = self._negatives(pairs, progress)
         negative_of = {id(p): n for p, n in zip(pairs, negatives)} if negatives else {}
-        batches = distinct_target_batches(pairs, c.batch_size)
+        if c.group_by_length:
+            lengths = [len(query_text(p, self.texts)) for p in pairs]
+            batches = length_grouped_batches(pairs, lengths, c.batch_size, seed=[c.seed, 3, epoch])
+        else:
+            batches = distinct_target_batches(pairs, c.batch_size)
         self.model.train()
         title = f"epoch {epoch}/{c.epochs}"
         task = progress.add_task(title, total=len(batches))

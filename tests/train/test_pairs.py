@@ -7,7 +7,7 @@ import pytest
 
 from export.item_text import item_text
 from tests.train import synthetic
-from train.batches import distinct_target_batches
+from train.batches import distinct_target_batches, length_grouped_batches
 from train.data import EventSequences, load_events, load_items, load_training_data
 from train.pairs import (QUERY_SEPARATOR, Pair, build_pairs, epoch_slice, query_text,
                          validation_cutoff)
@@ -136,6 +136,21 @@ def test_batches_never_hold_a_target_twice():
     # 1,2,3,4 | 1,2,5,6 | then only target 1 is left: those two have nothing to contrast with
     assert [sorted(p.target for p in b) for b in batches] == [[1, 2, 3, 4], [1, 2, 5, 6]]
     assert distinct_target_batches([Pair(0, (9,), 1, 1, 0.0)] * 3, 4) == []
+
+
+def test_length_grouped_batches_pad_less_and_keep_every_pair_once():
+    rng = np.random.default_rng(0)
+    lengths = rng.choice([10, 60], size=256, p=[0.9, 0.1]).tolist()  # mostly single items
+    pairs = [Pair(0, (9,), 1, target, 0.0) for target in range(256)]  # distinct targets
+    grouped = length_grouped_batches(pairs, lengths, 8, seed=1, window_batches=8)
+    assert sorted(p.target for b in grouped for p in b) == list(range(256))
+    assert all(len(b) == 8 for b in grouped)
+    def padded(batches):
+        return sum(max(lengths[p.target] for p in b) * len(b) for b in batches)
+    plain = distinct_target_batches(pairs, 8)
+    assert padded(grouped) < 0.5 * padded(plain)
+    assert grouped == length_grouped_batches(pairs, lengths, 8, seed=1, window_batches=8)  # seeded
+    assert grouped != length_grouped_batches(pairs, lengths, 8, seed=2, window_batches=8)
 
 
 def test_co_interaction_pairs_by_hand():
