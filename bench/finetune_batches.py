@@ -2,9 +2,10 @@
 
     python bench/finetune_batches.py --catalog C --interactions I [--steps 30 --rounds 2]
 
-The same training pairs (the first epoch slice of `recserve train`'s pool with the default
-config), the same model state at the start of each measurement (reloaded), one torch
-thread: alternating grouped / ungrouped runs of `--steps` optimiser steps each. Reports
+The same training pairs in both (the first `--steps` x batch-size pairs of `recserve
+train`'s shuffled pool with the default config), batched both ways; the same model state at
+the start of each measurement (reloaded), one torch thread, grouped and ungrouped runs
+alternating. Reports
 seconds per step (median over rounds) and the padded query tokens per batch.
 """
 
@@ -41,10 +42,10 @@ def main() -> None:
     data = load_training_data(args.catalog, args.interactions)
     pairs = make_pair_sets(data, config)
     texts = data.items.texts
-    chosen = epoch_slice(pairs.train_pool, 0, args.steps * config.batch_size * 4)
+    chosen = epoch_slice(pairs.train_pool, 0, args.steps * config.batch_size)  # both plans: these pairs
     lengths = [len(query_text(p, texts)) for p in chosen]
-    plans = {"grouped": length_grouped_batches(chosen, lengths, config.batch_size, seed=[0, 3, 1])[: args.steps],
-             "ungrouped": distinct_target_batches(chosen, config.batch_size)[: args.steps]}
+    plans = {"grouped": length_grouped_batches(chosen, lengths, config.batch_size, seed=[0, 3, 1]),
+             "ungrouped": distinct_target_batches(chosen, config.batch_size)}
     results: dict[str, dict] = {name: {"seconds_per_step": []} for name in plans}
     for _ in range(args.rounds):
         for name, batches in plans.items():
@@ -52,11 +53,11 @@ def main() -> None:
             model.max_seq_length = config.max_length
             tuner = FineTuner(model, config, data, pairs)
             model.train()
+            tokenize = getattr(model, "preprocess", None) or model.tokenize
             padded = []
             started = time.perf_counter()
             for batch in batches:
                 queries = [query_text(p, texts) for p in batch]
-                tokenize = getattr(model, "preprocess", None) or model.tokenize
                 features = [tokenize(queries), tokenize([texts[p.target] for p in batch])]
                 padded.append(int(np.prod(features[0]["input_ids"].shape)))
                 loss = tuner.loss_fn(features, None)
@@ -68,7 +69,8 @@ def main() -> None:
     for name, r in results.items():
         r["median_seconds_per_step"] = statistics.median(r["seconds_per_step"])
     ratio = results["ungrouped"]["median_seconds_per_step"] / results["grouped"]["median_seconds_per_step"]
-    print(json.dumps({"steps": args.steps, "rounds": args.rounds, "results": results,
+    print(json.dumps({"pairs": len(chosen), "batches": {n: len(b) for n, b in plans.items()},
+                      "rounds": args.rounds, "results": results,
                       "speedup": round(ratio, 2)}, indent=1))
 
 

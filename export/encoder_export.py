@@ -37,9 +37,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from export import encoder_graph, fusion, precision as lower
 from export.bundle import MODEL_FILE, TOKENIZER_DIR, BundleWriter
-from export.model_files import externalize_weights
 from export.embedding import embed_texts
 from export.errors import InvalidInput
+from export.model_files import externalize_weights
 from export.onnx_export import resolve_model_path
 from export.probes import build_probe_set
 from export.runtime import EncoderRuntime, RuntimeConfig
