@@ -10,6 +10,8 @@ Layout (paths relative to the bundle directory):
     index.hnsw              hnswlib index over item embeddings (inner product)
     items.sqlite            item store: id <-> label, title, attributes, timestamps
     features/               interaction feature tables (formats described in the manifest)
+    history_adapter.npy     [d, d] float32 map of history interests (train/history_adapter.py),
+                            when fitted; ranker.onnx the learned ranker, when fitted
 
 A bundle is written to a temporary sibling directory and renamed into place at the end
 (`BundleWriter`), and never modified afterwards. `read_manifest` refuses a bundle whose
@@ -40,6 +42,7 @@ TOKENIZER_DIR = "tokenizer"
 INDEX_FILE = "index.hnsw"
 ITEMS_DB = "items.sqlite"
 FEATURES_DIR = "features"
+HISTORY_ADAPTER_FILE = "history_adapter.npy"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -228,6 +231,13 @@ class RankerManifest(_Section):
     model: dict[str, Any] | None = None
 
 
+class HistoryAdapterSection(_Section):
+    """The learned map of history interests (train/history_adapter.py); `file` is absent when
+    the fit did not beat the identity (recorded, not served)."""
+
+    file: str | None = None
+
+
 class Manifest(_Section):
     """The bundle's manifest.json, typed. It also reads as a mapping of the raw JSON
     (`get`, `[]`, `in`, `keys`, `items`), for readers of sections not typed here."""
@@ -239,6 +249,7 @@ class Manifest(_Section):
     index: IndexSection = IndexSection()
     features: FeaturesSection = FeaturesSection()
     ranker: RankerManifest | None = None
+    history_adapter: HistoryAdapterSection | None = None
     item_text: dict[str, Any] | None = None
     build: dict[str, Any] = {}
     """How the bundle was built (`seconds` the build took, ...)."""

@@ -29,7 +29,7 @@ from server.ranking.features import COLUMN, RankingContext, compute_features, tr
 from server.ranking.scorer import LinearScorer, Ranker, contributions, reason, select
 from server.requests import RecommendQuery, RecommendResult, ScoredResult, StageTimings
 from server.retrieval.filters import ItemFilter
-from server.retrieval.interests import Interest, history_interests, recency_weights
+from server.retrieval.interests import Interest, history_interests, mapped, recency_weights
 from server.retrieval.merge import MergedCandidates, merge, quotas
 from server.retrieval.retriever import RetrievalConfig, Retriever, interest_scores
 from server.retrieval.sources.base import ItemGate, SourceContext
@@ -202,10 +202,10 @@ class RecommendationEngine:
         interests: list[Interest] = []
         if query_vector is not None:
             interests.append(Interest(query_vector, self.ranking.query_weight, "query"))
-        interests.extend(history_interests(
+        interests.extend(mapped(history_interests(
             vectors[labels], max_interests=self.retrieval_config.max_interests,
             similarity_threshold=self.ranking.interest_similarity,
-            half_life_events=self.ranking.history_half_life_events))
+            half_life_events=self.ranking.history_half_life_events), self.bundle.history_adapter))
         weights = recency_weights(len(labels), self.ranking.history_half_life_events)
         weights = weights / weights.sum() if len(weights) else weights
         recent = transition_weights(len(labels))

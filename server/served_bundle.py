@@ -89,6 +89,18 @@ def learned_ranker(path: Path, manifest: Manifest) -> Ranker | None:
     return GBDTRanker.load(path, manifest.ranker.model, FEATURES)
 
 
+def history_adapter(path: Path, manifest: Manifest, dim: int) -> np.ndarray | None:
+    """The bundle's learned map of history interests ([dim, dim]), or None: interests as is."""
+    section = manifest.history_adapter
+    if section is None or not section.file:
+        return None
+    matrix = np.load(path / section.file, allow_pickle=False)
+    if matrix.shape != (dim, dim) or not np.isfinite(matrix).all():
+        raise BundleError(f"{section.file}: expected a finite [{dim}, {dim}] matrix, "
+                          f"found shape {matrix.shape}")
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
 @dataclass
 class ServedBundle:
     path: Path
@@ -101,6 +113,7 @@ class ServedBundle:
     users: UserHistories
     features: InteractionFeatures
     ranker: Ranker | None = None  # the exported model; None = the linear scorer
+    history_adapter: np.ndarray | None = None  # [d, d]: history interests -> item space
 
     @property
     def version(self) -> str:
@@ -139,4 +152,4 @@ class ServedBundle:
                  len(catalog), runtime.provider)
         return cls(path, manifest, EncoderBackend(tokenizer, runtime), catalog, index,
                    AttributePostings(catalog.attributes), tables, users, features,
-                   learned_ranker(path, manifest))
+                   learned_ranker(path, manifest), history_adapter(path, manifest, runtime.dim))

@@ -74,7 +74,8 @@ def build_ranked(build: Callable[[Path], None], out: Path, interactions, columns
         build(staging)
         fitted = fit_bundle_ranker(staging, interactions, columns, config, progress)
         manifest = write_with_ranker(staging, out, fitted.section, overwrite=overwrite,
-                                     model=fitted.onnx, move=True, record_parent=False)
+                                     model=fitted.onnx, adapter=fitted.adapter, move=True,
+                                     record_parent=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return fitted.section, manifest

@@ -37,6 +37,9 @@ def add_ranker_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session-start-share", type=float,
                         help="share of examples without the target's same-time events in the history; 0")
     parser.add_argument("--validation-examples", type=int, help="most validation examples; 1500")
+    parser.add_argument("--no-history-adapter", dest="history_adapter", action="store_false",
+                        default=None, help="do not fit the map of history interests toward the "
+                        "items bought next (train/history_adapter.py)")
     parser.add_argument("--ranker-seed", type=int, help="seed of example sampling and LightGBM")
 
 
@@ -63,7 +66,8 @@ def ranker_config(args: argparse.Namespace):
         validation_per_user=args.validation_per_user, session_start_share=args.session_start_share,
         learning_rate=args.learning_rate, max_trees=args.max_trees, max_leaves=args.max_leaves,
         max_examples=args.max_examples, validation_examples=args.validation_examples,
-        k=getattr(args, "k", None), C=getattr(args, "C", None), seed=args.ranker_seed)
+        k=getattr(args, "k", None), C=getattr(args, "C", None), seed=args.ranker_seed,
+        history_adapter=args.history_adapter)
 
 
 @contextmanager
@@ -106,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         fitted = fit_bundle_ranker(args.bundle, args.interactions,
                                    InteractionColumns.parse(args.interaction_columns), config, bars)
     manifest = write_with_ranker(args.bundle, out, fitted.section, overwrite=args.overwrite,
-                                 model=fitted.onnx)
+                                 model=fitted.onnx,
+                                 adapter=fitted.adapter)
     print(json.dumps(fitted.section["weights"], indent=1))
     print(summary(fitted.section))
     print(f"wrote bundle {out} (version {manifest['version']})")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v6"  # v6: features v5 (bridge_likeness); v5: 31-leaf trees
+DEFAULT_BUNDLE_NAME = "default-minilm-int8-demo-v7"  # v7: history adapter; v6: features v5 (bridge_likeness); v5: 31-leaf trees
 ENCODER_NAME = "default-minilm-int8-demo-v1.encoder"  # unchanged since v1: caches keep it
 
 

@@ -61,3 +61,12 @@ def history_interests(
     for interest in interests:
         interest.weight /= total
     return sorted(interests, key=lambda i: -i.weight)
+
+
+def mapped(interests: list[Interest], matrix: np.ndarray | None) -> list[Interest]:
+    """Each interest as normalize(vector @ matrix): the bundle's learned map toward the items
+    bought next (train/history_adapter.py); as they are without one."""
+    if matrix is None or not interests:
+        return interests
+    vectors = _normalise(np.asarray([i.vector for i in interests]) @ matrix)
+    return [Interest(v.astype(np.float32), i.weight, i.source) for v, i in zip(vectors, interests)]

@@ -212,3 +212,33 @@ async def test_record_interactions_teach_the_item_to_item_and_transition_tables(
             pb.Interaction(user_id=user, item_id=ids[b], event="purchase", timestamp_ms=now + 1)]))
     assert b in tables.transitions.labels[a].tolist()  # "often bought after a"
     assert b in tables.item_knn.labels[a].tolist() and a in tables.item_knn.labels[b].tolist()
+
+
+async def test_history_interests_go_through_the_bundle_adapter(bundle):
+    """The content source asks the index with normalize(interest @ A); A = -I asks it for the
+    items least like the history, and a query text's interest stays as it is."""
+    from server.retrieval.interests import history_interests
+
+    user = busy_user(bundle)
+    flipped = dataclasses.replace(bundle, history_adapter=-np.eye(bundle.backend.dim, dtype=np.float32))
+    metrics = ServerMetrics()
+    batcher = TokenBudgetBatcher(bundle.backend, BatcherConfig(), metrics)
+    plain = RecommendationEngine(bundle, batcher, metrics=metrics)
+    mapped = RecommendationEngine(flipped, batcher, metrics=metrics)
+    query_vector = bundle.index.vectors[0]
+    request = RecommendQuery(user_id=user, k=10)
+    before, after = plain.candidates(request, query_vector), mapped.candidates(request, query_vector)
+    history = [i for i in before.context.interests if i.source == "history"]
+    assert history and len(history) == len(history_interests(
+        bundle.index.vectors[before.context.history], max_interests=plain.retrieval_config.max_interests,
+        similarity_threshold=plain.ranking.interest_similarity,
+        half_life_events=plain.ranking.history_half_life_events))
+    for a, b in zip(before.context.interests, after.context.interests):
+        expected = a.vector if a.source == "query" else -a.vector
+        np.testing.assert_allclose(b.vector, expected, atol=1e-6)
+    # what content finds for the history moves away from it
+    content = SOURCE_NAMES.index("content")
+    def content_similarity(found):
+        labels = found.labels[found.merged.ranks[:, content] >= 0]
+        return float((bundle.index.vectors[labels] @ history[0].vector).mean())
+    assert content_similarity(after) < content_similarity(before)

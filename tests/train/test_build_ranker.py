@@ -80,7 +80,28 @@ def test_bundle_without_ranker_uses_the_linear_scorer(built, name):
     assert engine.ranker is engine.linear
 
 
-def test_tampered_ranker_is_refused(built, tmp_path):
+def test_bundle_built_with_interactions_carries_its_history_adapter(built):
+    import numpy as np
+
+    from export.bundle import HISTORY_ADAPTER_FILE, read_manifest
+    from server.served_bundle import ServedBundle
+
+    manifest = read_manifest(built["ranked"], verify=True)
+    section = manifest["history_adapter"]
+    # the sample's next items are not what a random encoder's neighbours are: the map helps
+    assert section["kept"] and section["held_out_loss"] < section["identity_held_out_loss"]
+    assert section["file"] == HISTORY_ADAPTER_FILE and HISTORY_ADAPTER_FILE in manifest["files"]
+    served = ServedBundle.load(built["ranked"])
+    assert served.history_adapter.shape == (served.backend.dim, served.backend.dim)
+    np.testing.assert_array_equal(served.history_adapter,
+                                  np.load(built["ranked"] / HISTORY_ADAPTER_FILE))
+    for name in ("content", "unranked"):
+        assert "history_adapter" not in read_manifest(built[name]) and \
+            ServedBundle.load(built[name]).history_adapter is None
+
+
+@pytest.mark.parametrize("file", ["ranker.onnx", "history_adapter.npy"])
+def test_tampered_ranker_or_adapter_is_refused(built, tmp_path, file):
     import shutil
 
     from export.errors import BundleError
@@ -88,8 +109,9 @@ def test_tampered_ranker_is_refused(built, tmp_path):
 
     copy = tmp_path / "tampered"
     shutil.copytree(built["ranked"], copy)
-    onnx = copy / "ranker.onnx"
-    onnx.write_bytes(onnx.read_bytes()[:-1] + b"\x00")
+    tampered = copy / file
+    data = tampered.read_bytes()
+    tampered.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(BundleError):
         ServedBundle.load(copy)
 
