@@ -23,6 +23,7 @@ them, so a data set where it does not help keeps the stock behaviour.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,7 +38,7 @@ class AdapterFitConfig:
     about this many: history_half_life_events)."""
     half_life_events: float = 10.0
     """Recency half-life of the query's mean, the served one (engine RankingConfig)."""
-    max_examples: int = 200_000
+    max_examples: int = 100_000
     """Most (history -> next) examples, sampled with the seed: the fit's cost bound."""
     batch: int = 1024
     max_epochs: int = 30
@@ -81,6 +82,7 @@ def fit_history_adapter(vectors: np.ndarray, events: EventSequences, end: float 
     import torch
 
     config = config or AdapterFitConfig()
+    started = time.perf_counter()
     queries, targets = history_examples(vectors, events, end, config)
     rng = np.random.default_rng(config.seed)
     if len(targets) > config.max_examples:
@@ -143,5 +145,6 @@ def fit_history_adapter(vectors: np.ndarray, events: EventSequences, end: float 
             "identity_held_out_loss": round(identity_loss, 5),
             "initial_held_out_loss": round(baseline, 5),
             "temperature": round(float(log_temperature.detach().exp()), 5),
+            "seconds": round(time.perf_counter() - started, 2),
             "config": config.__dict__.copy()}
     return FittedAdapter(best_matrix.numpy().astype(np.float32) if kept else None, info)
