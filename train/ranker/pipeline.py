@@ -116,7 +116,8 @@ def fit_bundle_ranker(bundle_dir: str | Path, interactions: str | Path, columns,
     engine = make_engine(with_training_tables(bundle, past), linear_only=True)
     # Items without interactions are learned from the cold copies below, not from the cold
     # bridge's candidates: fitted with them, held-out NDCG@10 fell 0.1443 -> 0.1391 and cold
-    # items did no better (Online Retail, docs/EVALUATION.md "Current default build: cold items reached by content").
+    # items did no better (Online Retail, docs/EVALUATION.md "Previous default build: cold
+    # items reached by content").
     engine.sources = [source for source in engine.sources if source.name != "cold_bridge"]
     initial = {n: float(w) for n, w in zip(FEATURE_NAMES, engine.weights)}
     examples = {
