@@ -23,10 +23,10 @@ def write_with_ranker(source: str | Path, out: str | Path, ranker: dict[str, Any
     with `adapter` = (manifest["history_adapter"], its matrix or None) when one was fitted.
 
     A ranker file of the source bundle is left behind, so the new bundle holds exactly the
-    ranker its manifest names; so is its adapter file when a new adapter is given. With `move`, files are moved instead of copied (the source
-    is a staging bundle nobody else uses and is consumed); without `record_parent` the new
-    manifest names no parent version (a staging bundle was never deployed) and keeps the
-    staged version.
+    ranker its manifest names; so is its adapter file when a new adapter is given. With
+    `move`, files are moved instead of copied (the source is a staging bundle nobody else
+    uses and is consumed); without `record_parent` the new manifest names no parent version
+    (a staging bundle was never deployed) and keeps the staged version.
     """
     from server.ranking.gbdt import RANKER_FILE
 
