@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from server.retrieval.interests import recency_weights
 from train.data import EventSequences
 
 
@@ -60,14 +61,12 @@ def history_examples(vectors: np.ndarray, events: EventSequences, end: float,
                      config: AdapterFitConfig) -> tuple[np.ndarray, np.ndarray]:
     """(queries [m, d], next-item labels [m]) of every step before `end` (module docstring)."""
     queries, targets = [], []
-    decay = 0.5 ** (1.0 / max(config.half_life_events, 1e-6))
     for u in range(len(events.user_ids)):
         labels, stamps = events.user_events(u)
         labels = labels[stamps < end]
         for i in range(1, len(labels)):
             history = labels[max(0, i - config.max_history):i]
-            weights = decay ** np.arange(len(history) - 1, -1, -1, dtype=np.float32)
-            queries.append(weights @ vectors[history])
+            queries.append(recency_weights(len(history), config.half_life_events) @ vectors[history])
             targets.append(labels[i])
     if not targets:
         return np.zeros((0, vectors.shape[1]), np.float32), np.zeros(0, np.int64)
@@ -105,46 +104,47 @@ def fit_history_adapter(vectors: np.ndarray, events: EventSequences, end: float 
     log_temperature = torch.nn.Parameter(torch.tensor(math.log(0.05)))
     optimizer = torch.optim.Adam([matrix, log_temperature], lr=config.learning_rate)
 
-    def batch_loss(rows: np.ndarray, a: torch.Tensor) -> torch.Tensor:
+    def batch_loss(rows: np.ndarray, a: torch.Tensor, log_t: torch.Tensor) -> torch.Tensor:
         q = torch.nn.functional.normalize(q_all[rows] @ a, dim=1)
         wanted, position = np.unique(targets[rows], return_inverse=True)
         wanted_t = torch.from_numpy(wanted)
-        logits = q @ items[wanted_t].T / log_temperature.exp() - log_q[wanted_t]
+        logits = q @ items[wanted_t].T / log_t.exp() - log_q[wanted_t]
         return torch.nn.functional.cross_entropy(logits, torch.from_numpy(position))
 
-    def held_loss(a: torch.Tensor) -> float:
+    def held_loss(a: torch.Tensor, log_t: torch.Tensor) -> float:
         with torch.no_grad():
-            parts = [(batch_loss(held_rows[s:s + config.batch], a).item(),
+            parts = [(batch_loss(held_rows[s:s + config.batch], a, log_t).item(),
                       len(held_rows[s:s + config.batch]))
                      for s in range(0, len(held_rows), config.batch)]
         return sum(loss * m for loss, m in parts) / sum(m for _, m in parts)
 
-    baseline = held_loss(identity)  # at the initial temperature
-    best, best_matrix, stale, epochs = math.inf, None, 0, 0
+    baseline = held_loss(identity, log_temperature.detach())  # at the initial temperature
+    best, best_matrix, best_log_t, stale, epochs = math.inf, None, log_temperature.detach().clone(), 0, 0
     for epoch in range(config.max_epochs):
         epochs = epoch + 1
         shuffled = fit_rows[rng.permutation(len(fit_rows))]
         for s in range(0, len(shuffled), config.batch):
-            loss = (batch_loss(shuffled[s:s + config.batch], matrix)
+            loss = (batch_loss(shuffled[s:s + config.batch], matrix, log_temperature)
                     + config.ridge * ((matrix - identity) ** 2).sum())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        current = held_loss(matrix.detach())
+        current = held_loss(matrix.detach(), log_temperature.detach())
         if current < best - 1e-4:
             best, best_matrix, stale = current, matrix.detach().clone(), 0
+            best_log_t = log_temperature.detach().clone()
         else:
             stale += 1
             if stale >= config.patience:
                 break
-    # the identity at the learned temperature: the fair "no map" figure to beat
-    identity_loss = held_loss(identity)
+    # the identity at the kept epoch's learned temperature: the fair "no map" figure to beat
+    identity_loss = held_loss(identity, best_log_t)
     kept = best_matrix is not None and best < identity_loss
     info = {"kept": bool(kept), "examples": int(len(targets)), "held_out": int(held),
             "epochs": epochs, "held_out_loss": round(best, 5),
             "identity_held_out_loss": round(identity_loss, 5),
             "initial_held_out_loss": round(baseline, 5),
-            "temperature": round(float(log_temperature.detach().exp()), 5),
+            "temperature": round(float(best_log_t.exp()), 5),
             "seconds": round(time.perf_counter() - started, 2),
             "config": config.__dict__.copy()}
     return FittedAdapter(best_matrix.numpy().astype(np.float32) if kept else None, info)

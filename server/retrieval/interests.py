@@ -69,4 +69,4 @@ def mapped(interests: list[Interest], matrix: np.ndarray | None) -> list[Interes
     if matrix is None or not interests:
         return interests
     vectors = _normalise(np.asarray([i.vector for i in interests]) @ matrix)
-    return [Interest(v.astype(np.float32), i.weight, i.source) for v, i in zip(vectors, interests)]
+    return [Interest(v, i.weight, i.source) for v, i in zip(vectors, interests)]
