@@ -2,7 +2,9 @@
 
 Loading verifies every checksum first (the server refuses a tampered or unknown bundle),
 then reads the typed manifest (export.bundle.Manifest) for everything it needs. Everything
-the hot path reads is in memory; the bundle directory is never written to.
+the hot path reads is in memory; the bundle directory is never written to. What live writes
+change (catalog, index, postings, feature tables, user histories) is the bundle's one
+`LiveOverlay` (server/live/overlay.py); the rest is never changed after loading.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
+
 import numpy as np
 
 from export.bundle import (FEATURES_DIR, INDEX_FILE, ITEMS_DB, MODEL_FILE, TOKENIZER_DIR, Manifest,
@@ -17,10 +21,11 @@ from export.bundle import (FEATURES_DIR, INDEX_FILE, ITEMS_DB, MODEL_FILE, TOKEN
 from export.errors import BundleError
 from export.features import InteractionFeatures
 from export.hnsw_index import load_index
-from export.item_store import Catalog, ItemStore
+from export.item_store import ItemStore
 from export.runtime import EncoderRuntime, RuntimeConfig
 from export.tokenization import TextTokenizer
 from server.batching.backend import EncoderBackend
+from server.live.overlay import LiveOverlay, ServedCatalog
 from server.ranking.features import FEATURES, FeatureTables
 from server.ranking.scorer import Ranker
 from server.retrieval.backend import BackendConfig, RetrievalBackend, open_backend
@@ -41,27 +46,29 @@ def encoder_max_length(manifest: Manifest | dict) -> int:
     return typed.encoder.model.max_length
 
 
-def attribute_codes(catalog: Catalog, vocab: dict[str, list[str]]) -> dict[str, np.ndarray]:
+def attribute_codes(attributes: Sequence[dict[str, str]], vocab: dict[str, list[str]]
+                    ) -> dict[str, np.ndarray]:
     """attribute -> [n] int32 code of each item's value in the vocabulary (-1 when absent)."""
     codes = {}
     for name, values in vocab.items():
         lookup = {v: i for i, v in enumerate(values)}
         codes[name] = np.fromiter(
-            (lookup.get(str(attrs.get(name)), -1) if name in attrs else -1 for attrs in catalog.attributes),
-            dtype=np.int32, count=len(catalog),
+            (lookup.get(str(attrs.get(name)), -1) if name in attrs else -1 for attrs in attributes),
+            dtype=np.int32, count=len(attributes),
         )
     return codes
 
 
-def feature_tables(features: InteractionFeatures, catalog: Catalog, index: RetrievalBackend,
+def feature_tables(features: InteractionFeatures, attributes: Sequence[dict[str, str]],
+                   created_at: np.ndarray, index: RetrievalBackend,
                    freshness_half_life_days: float = 30.0) -> FeatureTables:
     """The served (mutable) tables over a bundle's interaction features (and the cold-item
-    bridge derived from them and the index)."""
+    bridge derived from them and the index); `created_at` is each item's creation time."""
     return FeatureTables(
         popularity=features.popularity.astype(np.float32),
         cooccurrence=features.cooccurrence.tocsr(),
-        created_at=np.asarray(catalog.created_at, dtype=np.float64),
-        attribute_codes=attribute_codes(catalog, features.attribute_vocab),
+        created_at=np.array(created_at, dtype=np.float64),
+        attribute_codes=attribute_codes(attributes, features.attribute_vocab),
         freshness_half_life_days=freshness_half_life_days,
         trending=features.trending.astype(np.float32),
         repeat_rate=features.repeat_rate.astype(np.float32),
@@ -106,18 +113,35 @@ class ServedBundle:
     path: Path
     manifest: Manifest
     backend: EncoderBackend
-    catalog: Catalog
-    index: RetrievalBackend  # the bundle's VectorIndex (hnsw) or a MilvusIndex
-    postings: AttributePostings  # live upserts add and replace attributes
-    tables: FeatureTables
-    users: UserHistories
-    features: InteractionFeatures
+    overlay: LiveOverlay  # everything live writes change (the log applier's alone to change)
     ranker: Ranker | None = None  # the exported model; None = the linear scorer
     history_adapter: np.ndarray | None = None  # [d, d]: history interests -> item space
 
     @property
     def version(self) -> str:
         return self.manifest.version
+
+    # what requests read, all of it the overlay's
+    @property
+    def catalog(self) -> ServedCatalog:
+        return self.overlay.catalog
+
+    @property
+    def index(self) -> RetrievalBackend:
+        """The bundle's VectorIndex (hnsw) or a MilvusIndex."""
+        return self.overlay.index
+
+    @property
+    def postings(self) -> AttributePostings:
+        return self.overlay.postings
+
+    @property
+    def tables(self) -> FeatureTables:
+        return self.overlay.tables
+
+    @property
+    def users(self) -> UserHistories:
+        return self.overlay.users
 
     @property
     def ranker_weights(self) -> dict[str, float] | None:
@@ -145,11 +169,15 @@ class ServedBundle:
         index = open_backend(VectorIndex(hnsw, default_ef=ef),
                              manifest, catalog.attributes, backend_config)
         features = InteractionFeatures.load(path / FEATURES_DIR)
-        tables = feature_tables(features, catalog, index)
         users = UserHistories(features.user_history, features.user_history_ts,
                               history_length=manifest.features.parameters.history_length)
+        overlay = LiveOverlay(
+            ServedCatalog(catalog.item_ids, catalog.titles, catalog.attributes, catalog.label_of),
+            index, AttributePostings(catalog.attributes),
+            feature_tables(features, catalog.attributes, catalog.created_at, index), users,
+            {name: {v: i for i, v in enumerate(values)}
+             for name, values in features.attribute_vocab.items()})
         log.info("loaded bundle %s: %d items, provider %s", manifest.version,
                  len(catalog), runtime.provider)
-        return cls(path, manifest, EncoderBackend(tokenizer, runtime), catalog, index,
-                   AttributePostings(catalog.attributes), tables, users, features,
+        return cls(path, manifest, EncoderBackend(tokenizer, runtime), overlay,
                    learned_ranker(path, manifest), history_adapter(path, manifest, runtime.dim))

@@ -35,7 +35,7 @@ class Compaction:
 
     def __init__(self, live: LiveState) -> None:
         self.live = live
-        index = live.bundle.index
+        index = live.overlay.index
         params = live.bundle.manifest.index
         self.labels = np.flatnonzero(index.present)
         vectors = index.vectors[self.labels].copy()
@@ -61,7 +61,7 @@ class Compaction:
             log.error("index compaction failed: %s", None if self.task.cancelled() else self.task.exception())
             return False
         graph = self.task.result()
-        index = self.live.bundle.index
+        index = self.live.overlay.index
         changed = np.asarray(sorted(dirty), dtype=np.int64)
         if len(changed):
             added = changed[index.present[changed]]

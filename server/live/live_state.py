@@ -1,9 +1,10 @@
-"""LiveState: what live writes have changed on one served bundle, and how a write applies.
+"""LiveState: the log applier of one served bundle: checks writes against it, applies them.
 
-Only the single writer calls `check` and `apply`, on the event loop, in sequence order; the
-engine reads the same structures on the event loop between its awaits, so a reader never
-sees half an item. Within `apply` an item is made visible last: catalog, feature tables and
-postings first, then the vector index (under its write lock).
+Only the single writer calls `check` and `apply`, on the event loop, in sequence order; what
+a write changes is the bundle's LiveOverlay (server/live/overlay.py), which the engine reads
+on the event loop between its awaits, so a reader never sees half an item. Within `apply` an
+item is made visible last: catalog, feature tables and postings first, then the vector
+index (under its write lock).
 
 Idempotence: a write whose seq is <= `last_applied` is skipped, and an upsert or delete
 touches an item only when its seq is above that item's version (the seq of the last write
@@ -15,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-
-import numpy as np
 
 from export.bundle import Manifest
 from export.item_text import DEFAULT_MAX_CHARS, item_text
@@ -58,15 +57,10 @@ class LiveState:
 
     def __post_init__(self) -> None:
         self.fingerprint = encoder_fingerprint(self.bundle.manifest)
-        self.bundle_count = len(self.bundle.catalog)
-        self.counters = LiveCounters(
-            self.bundle.tables, saturation=self.config.popularity_saturation,
-            window=self.config.cooccurrence_window,
-            backward_weight=self.config.cooccurrence_backward_weight,
-            publish_interval_s=self.config.cooccurrence_publish_interval_s)
+        self.overlay = self.bundle.overlay
+        self.bundle_count = len(self.overlay.catalog)
+        self.overlay.start_counting(self.config)
         self.requests = RecentRequests(self.config.request_id_window_s, self.config.request_id_max)
-        self.vocab = {name: {v: i for i, v in enumerate(values)}
-                      for name, values in self.bundle.features.attribute_vocab.items()}
         template = self.bundle.manifest.item_text or {}
         self._text_attributes = template.get("attributes")
         self._text_max_chars = int(template.get("max_chars") or DEFAULT_MAX_CHARS)
@@ -75,15 +69,18 @@ class LiveState:
     def version(self) -> str:
         return self.bundle.version
 
+    @property
+    def counters(self) -> LiveCounters:
+        """The live event counts laid over the bundle's popularity and co-occurrence."""
+        return self.overlay.counters
+
     def item_texts(self, items: tuple[ItemWrite, ...]) -> list[str]:
         """The texts to embed, with the bundle's template (so they embed like built items)."""
         return [item_text(i.title, i.text, i.attributes, include=self._text_attributes,
                           max_chars=self._text_max_chars) for i in items]
 
     def is_live(self, item_id: str) -> bool:
-        label = self.bundle.catalog.label_of.get(item_id)
-        present = self.bundle.index.present
-        return label is not None and label < len(present) and bool(present[label])
+        return self.overlay.is_live(item_id)
 
     # ---- checks against the state (the writer, before logging) -----------------------------
 
@@ -94,7 +91,7 @@ class LiveState:
             return pending[item_id] if item_id in pending else self.is_live(item_id)
 
         if write.kind == DELETE:
-            known = self.bundle.catalog.label_of
+            known = self.overlay.catalog.label_of
             refuse([f"item_ids[{i}] ({item_id!r}): unknown item" for i, item_id in enumerate(write.item_ids)
                     if item_id not in known and item_id not in pending], "DeleteItems")
             pending.update((item_id, False) for item_id in write.item_ids)
@@ -125,50 +122,30 @@ class LiveState:
                  if write.seq > self._version(item.item_id)]
         if not fresh:
             return 0
-        known = len(self.bundle.catalog.item_ids)
-        labels = self._place([write.items[i] for i in fresh], write.received_at)
-        self.bundle.index.add(write.vectors[fresh], np.asarray(labels, np.int64))  # visible now
-        tables = self.bundle.tables
-        new = np.asarray([label for label in labels if label >= known], np.int64)
-        tables.cold_bridge.link(tables.item_knn, self.bundle.index, new)  # reachable by content
-        catalog = self.bundle.catalog
+        overlay = self.overlay
+        known = len(overlay.catalog)
+        labels = overlay.place([write.items[i] for i in fresh], write.received_at)
+        overlay.add_vectors(write.vectors[fresh], labels, known)  # visible now
         for i, label in zip(fresh, labels):
-            item = write.items[i]
-            created = float(self.bundle.tables.created_at[label])
-            self.items[item.item_id] = LiveItem(item.item_id, label, catalog.titles[label],
-                                                catalog.attributes[label], created, False, write.seq)
+            self._remember(write.items[i].item_id, label, False, write.seq)
         self._mark_dirty(labels)
         return len(fresh)
 
     def _apply_delete(self, write: Write) -> int:
-        catalog = self.bundle.catalog
-        labels = [catalog.label_of[i] for i in write.item_ids
-                  if i in catalog.label_of and write.seq > self._version(i)]
+        label_of = self.overlay.catalog.label_of
+        labels = [label_of[i] for i in write.item_ids
+                  if i in label_of and write.seq > self._version(i)]
         if not labels:
             return 0
-        labels_a = np.asarray(labels, np.int64)
-        removed = int(self.bundle.index.present[labels_a].sum())
-        self.bundle.index.delete(labels_a)  # invisible from here on: index.present is the one record
+        removed = self.overlay.delete(labels)  # invisible from here on: index.present is the one record
         for label in labels:
-            item_id = catalog.item_ids[label]
-            self.items[item_id] = LiveItem(item_id, label, catalog.titles[label], catalog.attributes[label],
-                                           float(self.bundle.tables.created_at[label]), True, write.seq)
+            self._remember(self.overlay.catalog.item_ids[label], label, True, write.seq)
         self._mark_dirty(labels)
         return removed
 
     def _apply_interactions(self, write: Write) -> int:
-        catalog, users, present = self.bundle.catalog, self.bundle.users, self.bundle.index.present
-        applied = 0
-        for event in write.events:
-            label = catalog.label_of.get(event.item_id)
-            if label is None or label >= len(present) or not present[label]:
-                continue  # replayed onto a bundle that lacks the item
-            previous = users.get(event.user_id).labels
-            users.record(event.user_id, label, event.event, event.timestamp)
-            if not event.negative:
-                self.counters.add_event(label, event.weight, previous)
-            applied += 1
-        return applied
+        # an event on an item the bundle lacks (replayed onto another bundle) changes nothing
+        return sum(self.overlay.record(event) for event in write.events)
 
     def _version(self, item_id: str) -> int:
         item = self.items.get(item_id)
@@ -178,45 +155,11 @@ class LiveState:
         if self.dirty_labels is not None:
             self.dirty_labels.update(labels)
 
-    # ---- catalog, postings and feature tables ----------------------------------------------
-
-    def _place(self, items: list[ItemWrite], created_at: float) -> list[int]:
-        """Labels for items (new ones appended), with catalog, postings and tables updated.
-
-        Serving reads an item's age from tables.created_at and its deletion from
-        index.present only; the catalog's own created_at/deleted columns stay as loaded."""
-        catalog, tables, postings = self.bundle.catalog, self.bundle.tables, self.bundle.postings
-        new = [item for item in items if item.item_id not in catalog.label_of]
-        if new:
-            self.counters.grow(len(catalog.item_ids) + len(new))
-        labels = []
-        for item in items:
-            attrs = {str(k): str(v) for k, v in item.attributes.items()}
-            label = catalog.label_of.get(item.item_id)
-            if label is None:
-                label = len(catalog.item_ids)
-                catalog.item_ids.append(item.item_id)
-                catalog.titles.append(item.title)
-                catalog.attributes.append(attrs)
-                tables.created_at[label] = created_at
-                postings.add(label, attrs)
-                catalog.label_of[item.item_id] = label
-            else:
-                postings.replace(label, catalog.attributes[label], attrs)
-                catalog.titles[label] = item.title
-                catalog.attributes[label] = attrs
-            self._set_attribute_codes(label, attrs)
-            labels.append(label)
-        return labels
-
-    def _set_attribute_codes(self, label: int, attrs: dict[str, str]) -> None:
-        for name, codes in self.bundle.tables.attribute_codes.items():
-            value = attrs.get(name)
-            if value is None:
-                codes[label] = -1
-                continue
-            lookup = self.vocab.setdefault(name, {})
-            codes[label] = lookup.setdefault(value, len(lookup))
+    def _remember(self, item_id: str, label: int, deleted: bool, seq: int) -> None:
+        """The item's record for snapshots, as the overlay now holds it."""
+        catalog = self.overlay.catalog
+        self.items[item_id] = LiveItem(item_id, label, catalog.titles[label], catalog.attributes[label],
+                                       float(self.overlay.tables.created_at[label]), deleted, seq)
 
     # ---- snapshots -------------------------------------------------------------------------
 
@@ -228,8 +171,9 @@ class LiveState:
         come back with the snapshot's present.npy)."""
         for state in sorted(items, key=lambda s: s["label"]):
             item = LiveItem(**state)
-            [label] = self._place([ItemWrite(item.item_id, item.title, "", item.attributes)], item.created_at)
+            [label] = self.overlay.place([ItemWrite(item.item_id, item.title, "", item.attributes)],
+                                         item.created_at)
             if label != item.label:
                 raise ValueError(f"snapshot item {item.item_id} has label {item.label}, restored as {label}")
-            self.bundle.tables.created_at[label] = item.created_at
+            self.overlay.tables.created_at[label] = item.created_at
             self.items[item.item_id] = item

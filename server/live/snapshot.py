@@ -38,7 +38,7 @@ from export.bundle import fsync_dir, sha256_file
 from export.hnsw_index import load_index
 from export.neighbours import NeighbourTable
 from server.live.live_state import LiveState
-from server.retrieval.sources.cold_bridge import ColdBridge
+from server.live.overlay import NEIGHBOUR_TABLES
 from server.retrieval.vector_index import VectorIndex
 from server.served_bundle import INDEX_HEADROOM
 
@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 FORMAT = 1
 STATE_FILE = "state.json"
 _NAME = re.compile(r"^snapshot-(\d+)$")
-NEIGHBOUR_TABLES = ("item_knn", "transitions")  # FeatureTables fields that live interactions bump
 
 
 @dataclass
@@ -67,7 +66,7 @@ def _fsync_file(path: Path) -> None:
 
 def save_index(live: LiveState, path: Path) -> None:
     """Save the served hnswlib index (under its read lock: no add may run during the save)."""
-    index = live.bundle.index
+    index = live.overlay.index
     if not isinstance(index, VectorIndex):
         return  # the milvus backend: Milvus holds the index, every write was written through
     with index.lock.read():
@@ -78,16 +77,16 @@ def capture(live: LiveState, folder: Path) -> SnapshotDraft:
     """Copy the state the snapshot needs; call with no write applied in between this and
     `save_index` (the writer does both while it holds writes back)."""
     popularity, cooccurrence = live.counters.raw_state()
-    index = live.bundle.index
-    arrays = {"vectors": index.vectors[: len(live.bundle.catalog)].copy(),
-              "present": index.present[: len(live.bundle.catalog)].copy(),
+    index = live.overlay.index
+    arrays = {"vectors": index.vectors[: len(live.overlay.catalog)].copy(),
+              "present": index.present[: len(live.overlay.catalog)].copy(),
               "popularity": popularity, "cooccurrence": cooccurrence}
     for name in NEIGHBOUR_TABLES:
-        table = getattr(live.bundle.tables, name)
+        table = getattr(live.overlay.tables, name)
         arrays[name] = NeighbourTable(table.labels.copy(), table.scores.copy(), dict(table.pending))
     state = {"format": FORMAT, "seq": live.last_applied, "bundle_version": live.version,
-             "fingerprint": live.fingerprint, "catalog_size": len(live.bundle.catalog),
-             "items": live.items_state(), "users": live.bundle.users.live_overlay()}
+             "fingerprint": live.fingerprint, "catalog_size": len(live.overlay.catalog),
+             "items": live.items_state(), "users": live.overlay.users.live_overlay()}
     return SnapshotDraft(folder, live.last_applied, arrays, state)
 
 
@@ -174,28 +173,26 @@ def newest_valid(directory: Path, bundle_version: str, fingerprint: str) -> tupl
 
 def restore(live: LiveState, path: Path, state: dict) -> None:
     """Load a valid snapshot onto a freshly loaded bundle (before it serves)."""
-    bundle = live.bundle
+    overlay = live.overlay
     if state["catalog_size"] < live.bundle_count:
         raise ValueError(f"snapshot {path.name} has fewer items than the bundle")
     live.restore_items(state["items"])
-    if len(bundle.catalog) != state["catalog_size"]:
-        raise ValueError(f"snapshot {path.name}: {len(bundle.catalog)} items restored, "
+    if len(overlay.catalog) != state["catalog_size"]:
+        raise ValueError(f"snapshot {path.name}: {len(overlay.catalog)} items restored, "
                          f"{state['catalog_size']} recorded")
     vectors = np.load(path / "vectors.npy")
     present = np.load(path / "present.npy")
     graph = None  # the milvus backend keeps no graph here (see save_index)
-    if isinstance(bundle.index, VectorIndex):
-        graph = load_index(path / "index.hnsw", dim=bundle.index.dim, ef=bundle.index.default_ef,
+    if isinstance(overlay.index, VectorIndex):
+        graph = load_index(path / "index.hnsw", dim=overlay.index.dim, ef=overlay.index.default_ef,
                            max_elements=int(len(vectors) * INDEX_HEADROOM) + 16)
-    bundle.index.load_parts(graph, vectors, present)
-    bundle.users.restore_live_overlay(state["users"])
-    live.counters.restore(np.load(path / "popularity.npy"), sp.load_npz(path / "cooccurrence.npz"))
+    neighbours = {}
     for name in NEIGHBOUR_TABLES:
         if (path / f"{name}_labels.npy").is_file():  # (checksummed with the rest in read_valid)
             table = NeighbourTable.load(path, name)
             pending = np.load(path / f"{name}_pending.npy")
             table.pending = {(int(s), int(t)): float(v) for s, t, v in pending}
-            setattr(bundle.tables, name, table)
-    # derived from the restored items and neighbours, as when a bundle is loaded
-    bundle.tables.cold_bridge = ColdBridge.derive(bundle.tables.item_knn, bundle.index)
+            neighbours[name] = table
+    overlay.restore(graph, vectors, present, state["users"], np.load(path / "popularity.npy"),
+                    sp.load_npz(path / "cooccurrence.npz"), neighbours)
     live.last_applied = int(state["seq"])

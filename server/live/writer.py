@@ -331,7 +331,7 @@ class LiveWriter:
             if self._compaction.finish():
                 self.compactions += 1
             self._compaction = None
-        elif self._compaction is None and compaction_due(self.live.bundle.index, self.config):
+        elif self._compaction is None and compaction_due(self.live.overlay.index, self.config):
             self._compaction = Compaction(self.live)
         due = self.sharing.takes_snapshots and self._unsnapshotted and (
             self._unsnapshotted >= self.config.snapshot_after_writes

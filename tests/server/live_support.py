@@ -45,3 +45,23 @@ def knn_labels(live: LiveState, vector: np.ndarray, k: int = 10) -> list[int]:
     the index holds, not how well HNSW recalls (a random upserted vector lies far from the tiny
     encoder's cone of items, where the default ef sometimes misses it)."""
     return live.bundle.index.knn(vector[None, :], k, ef=max(k, 2 * len(live.bundle.catalog)))[0][0].tolist()
+
+
+def state_of(live) -> dict:
+    """Everything a write can change, comparable with ==."""
+    b = live.bundle
+    live.counters.publish(force=True)
+    n = len(b.catalog)
+    return {
+        "ids": list(b.catalog.item_ids), "titles": list(b.catalog.titles),
+        "attributes": [dict(a) for a in b.catalog.attributes],
+        "present": b.index.present[:n].tolist(), "vectors": b.index.vectors[:n].round(6).tolist(),
+        "popularity": b.tables.popularity[:n].round(6).tolist(),
+        "cooccurrence": b.tables.cooccurrence[:n, :n].toarray().round(6).tolist(),
+        "created_at": b.tables.created_at[:n].tolist(),
+        "attribute_codes": {name: codes[:n].tolist() for name, codes in b.tables.attribute_codes.items()},
+        **{name: (table.labels.tolist(), table.scores.tolist(), dict(table.pending))
+           for name, table in (("item_knn", b.tables.item_knn), ("transitions", b.tables.transitions))},
+        "users": b.users.live_overlay(), "last_applied": live.last_applied,
+        "versions": {k: v.version for k, v in live.items.items()},
+    }

@@ -143,7 +143,7 @@ async def test_a_cold_item_is_found_by_its_text_and_can_seed_a_history(bundle):
     batcher = TokenBudgetBatcher(bundle.backend, BatcherConfig(), metrics)
     await batcher.start()
     try:
-        engine = RecommendationEngine(dataclasses.replace(bundle, tables=tables), batcher,
+        engine = RecommendationEngine(dataclasses.replace(bundle, overlay=bundle.overlay.with_tables(tables, bundle.users)), batcher,
                                       metrics=metrics)
         title = bundle.catalog.titles[cold]
         vectors, _ = await batcher.embed([title])

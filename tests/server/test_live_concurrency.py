@@ -170,8 +170,8 @@ async def test_reads_go_on_while_a_compaction_builds():
     index = VectorIndex(graph, default_ef=32)
     index.delete(np.arange(0, n, 3))
     manifest = Manifest.from_json({"format_version": 1, "index": {"m": 16, "ef_construction": 100}})
-    live = SimpleNamespace(bundle=SimpleNamespace(index=index, manifest=manifest),
-                           dirty_labels=None)
+    live = SimpleNamespace(bundle=SimpleNamespace(manifest=manifest),
+                           overlay=SimpleNamespace(index=index), dirty_labels=None)
     compaction = Compaction(live)
     during = 0
     while not compaction.done():

@@ -7,8 +7,7 @@ import numpy as np
 from server.live import snapshot
 from server.live.replay import replay_sync
 from server.live.wal import WriteAheadLog
-from tests.server.live_support import delete, fresh_live, interactions, item, upsert
-from tests.server.test_live_state import state_of
+from tests.server.live_support import delete, fresh_live, interactions, item, state_of, upsert
 
 
 def take(live, directory, keep: int = 2):

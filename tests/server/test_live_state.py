@@ -11,30 +11,12 @@ from server.live.records import validate_events, validate_item_ids, validate_ite
 from server.live.replay import replay_sync
 from server.live.wal import WriteAheadLog
 from server.retrieval.filters import ItemFilter, allowed_mask
-from tests.server.live_support import delete, fresh_live, interactions, item, knn_labels, upsert
+from tests.server.live_support import delete, fresh_live, interactions, item, knn_labels, state_of, upsert
 
 
 @pytest.fixture
 def live(small_bundle):
     return fresh_live(small_bundle)
-
-
-def state_of(live) -> dict:
-    """Everything a write can change, comparable with ==."""
-    b = live.bundle
-    live.counters.publish(force=True)
-    n = len(b.catalog)
-    return {
-        "ids": list(b.catalog.item_ids), "titles": list(b.catalog.titles),
-        "attributes": [dict(a) for a in b.catalog.attributes],
-        "present": b.index.present[:n].tolist(), "vectors": b.index.vectors[:n].round(6).tolist(),
-        "popularity": b.tables.popularity[:n].round(6).tolist(),
-        "cooccurrence": b.tables.cooccurrence[:n, :n].toarray().round(6).tolist(),
-        **{name: (table.labels.tolist(), table.scores.tolist(), dict(table.pending))
-           for name, table in (("item_knn", b.tables.item_knn), ("transitions", b.tables.transitions))},
-        "users": b.users.live_overlay(), "last_applied": live.last_applied,
-        "versions": {k: v.version for k, v in live.items.items()},
-    }
 
 
 def test_an_upserted_item_is_searchable_filterable_and_in_the_catalog(live):

@@ -3,6 +3,8 @@ answers like `recserve serve` on the same bundle."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -55,10 +57,12 @@ def _requests(facts) -> list[pb.RecommendRequest]:
 
 @pytest.fixture(scope="module")
 def facts(small_bundle):
+    from export.bundle import FEATURES_DIR
+    from export.features import InteractionFeatures
     from server.served_bundle import ServedBundle
 
     bundle = ServedBundle.load(small_bundle)
-    user = next(iter(bundle.features.user_history))
+    user = next(iter(InteractionFeatures.load(Path(small_bundle) / FEATURES_DIR).user_history))
     return {"history": list(bundle.catalog.item_ids[:4]), "user": user}
 
 

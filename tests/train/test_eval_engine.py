@@ -26,6 +26,8 @@ def sample(tiny_onnx_dir, tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_training_view_holds_no_held_out_event(sample):
+    from export.bundle import FEATURES_DIR
+    from export.features import InteractionFeatures, compute_features
     from server.served_bundle import ServedBundle
     from train.evaluation.protocol import leave_last_out
     from train.evaluation.training_view import (held_out_keys, load_bundle_events,
@@ -40,9 +42,13 @@ def test_training_view_holds_no_held_out_event(sample):
     view = with_training_tables(bundle, kept)
 
     assert len(kept) == int(cases.training_events.sum())
-    # The shipped tables count every event; the view exactly the training ones.
-    assert bundle.features.popularity_count.sum() == len(events.labels)
-    assert view.features.popularity_count.sum() == len(kept)
+    # The shipped tables count every event; the view's come from exactly the training ones.
+    shipped = InteractionFeatures.load(Path(bundle_dir) / FEATURES_DIR)
+    assert shipped.popularity_count.sum() == len(events.labels)
+    training = compute_features(kept, bundle.catalog)
+    assert training.popularity_count.sum() == len(kept)
+    np.testing.assert_array_equal(view.tables.popularity, training.popularity.astype(np.float32))
+    assert not np.array_equal(view.tables.popularity, bundle.tables.popularity)
     # Each user's history in the view is their sequence minus the held-out last event.
     for u in cases.users[:50]:
         user = events.user_ids[u]

@@ -41,7 +41,7 @@ def bundle_items(bundle: ServedBundle) -> ItemTexts:
     """The bundle's catalog as train/data's ItemTexts, so event labels are index labels."""
     catalog = bundle.catalog
     return ItemTexts(list(catalog.item_ids), list(catalog.titles),
-                     np.asarray(catalog.created_at, dtype=np.float64))
+                     np.asarray(bundle.tables.created_at[:len(catalog)], dtype=np.float64))
 
 
 def load_bundle_events(bundle: ServedBundle, interactions: str | Path,
@@ -80,12 +80,13 @@ def with_training_tables(bundle: ServedBundle, events: Iterable[Interaction]) ->
     """A copy of the served bundle whose feature tables come from `events` only."""
     config = (bundle.manifest.get("build") or {}).get("config") or {}
     parameters = {name: config[name] for name in _FEATURE_PARAMETERS if name in config}
-    features = compute_features(events, bundle.catalog, **parameters)
-    tables = feature_tables(features, bundle.catalog, bundle.index,
-                            bundle.tables.freshness_half_life_days)
+    catalog = bundle.catalog
+    features = compute_features(events, catalog, **parameters)
+    tables = feature_tables(features, catalog.attributes, bundle.tables.created_at[:len(catalog)],
+                            bundle.index, bundle.tables.freshness_half_life_days)
     users = UserHistories(features.user_history, features.user_history_ts,
                           history_length=int(parameters.get("history_length", 50)))
-    return dataclasses.replace(bundle, tables=tables, users=users, features=features)
+    return dataclasses.replace(bundle, overlay=bundle.overlay.with_tables(tables, users))
 
 
 def write_interactions(events: Iterable[Interaction], path: str | Path) -> int:
