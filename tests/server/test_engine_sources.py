@@ -13,10 +13,10 @@ import pytest
 from export.neighbours import NeighbourTable
 from protos import recommender_pb2 as pb
 from server.batching.batcher import BatcherConfig, EmbedTiming, TokenBudgetBatcher
-from server.engine import RecommendationEngine
+from server.engine import RankingConfig, RecommendationEngine
 from server.errors import DeadlineExceeded
 from server.metrics import ServerMetrics
-from server.ranking.features import COLUMN, FEATURES
+from server.ranking.features import COLUMN, FEATURES, without_interactions
 from server.requests import RecommendQuery
 from server.retrieval.sources.base import SOURCE_NAMES
 from server.retrieval.sources.cold_bridge import ColdBridge
@@ -143,14 +143,21 @@ async def test_a_cold_item_is_found_by_its_text_and_can_seed_a_history(bundle):
     batcher = TokenBudgetBatcher(bundle.backend, BatcherConfig(), metrics)
     await batcher.start()
     try:
-        engine = RecommendationEngine(dataclasses.replace(bundle, overlay=bundle.overlay.with_tables(tables, bundle.users)), batcher,
-                                      metrics=metrics)
+        served = dataclasses.replace(bundle, overlay=bundle.overlay.with_tables(tables, bundle.users))
+        engine = RecommendationEngine(served, batcher, metrics=metrics)
         title = bundle.catalog.titles[cold]
         vectors, _ = await batcher.embed([title])
         found = engine.candidates(RecommendQuery(query=title, k=10), vectors[0])
         position = found.labels.tolist().index(cold)  # the content source found it
         assert found.merged.sources_of(position) == ["content"]
         assert found.merged.ranks[position, 0] <= 2  # among the nearest to its own title
+        # new_item_boost lifts exactly the rows without interactions, this one among them
+        boosted = RecommendationEngine(served, batcher, ranking=RankingConfig(new_item_boost=2.0),
+                                       metrics=metrics)
+        plain, lifted = engine.score(found), boosted.score(found)
+        cold_rows = without_interactions(plain.features)
+        assert cold_rows[position] and not cold_rows.all()
+        np.testing.assert_allclose(lifted.scores - plain.scores, 2.0 * cold_rows, atol=1e-5)
         # the bridge: a history whose item-kNN neighbours include an item it reads like
         like = int(np.flatnonzero((tables.cold_bridge.links.labels == cold).any(axis=1))[0])
         buyer = int(np.flatnonzero(tables.item_knn.labels[:, 0] == like)[0])

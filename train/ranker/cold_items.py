@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.ranking.features import COLUMN, INTERACTION_FEATURES, RANKED_SOURCES
+from server.ranking.features import COLUMN, INTERACTION_COLUMNS, RANKED_SOURCES
 from train.ranker.fit import CandidateSet
 
 COLD_SHARE = 0.5
-_ZEROED = np.asarray([COLUMN[name] for name in INTERACTION_FEATURES])
 _RANKS = np.asarray([COLUMN[f"rank_{name}"] for name in RANKED_SOURCES])
 
 
@@ -28,7 +27,7 @@ def as_cold(rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """A copy of `rows` whose `chosen` rows look like items nobody interacted with."""
     out = rows.copy()
     cold = out[chosen]
-    cold[:, _ZEROED] = 0.0
+    cold[:, INTERACTION_COLUMNS] = 0.0
     cold[:, COLUMN["source_count"]] = (cold[:, _RANKS] > 0).sum(axis=1)  # only content is left
     out[chosen] = cold
     return out
