@@ -102,13 +102,13 @@ USER_FEATURES: tuple[str, ...] = ("user_repeat_share", "history_size")
 FEATURE_NAMES = FEATURES  # the name train/ and older code use
 COLUMN = {name: i for i, name in enumerate(FEATURES)}
 INTERACTION_COLUMNS = np.asarray([COLUMN[name] for name in INTERACTION_FEATURES])
+_RANK_COLUMNS = np.asarray([COLUMN[f"rank_{name}"] for name in RANKED_SOURCES])
 
 
 def without_interactions(features: np.ndarray) -> np.ndarray:
     """Bool per feature row: an item nobody has interacted with (every interaction feature 0),
     the rows the ranker's cold copies teach it (train/ranker/cold_items.py)."""
     return ~features[:, INTERACTION_COLUMNS].any(axis=1)
-_RANK_COLUMNS = np.asarray([COLUMN[f"rank_{name}"] for name in RANKED_SOURCES])
 
 
 @dataclass
