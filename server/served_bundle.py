@@ -46,12 +46,16 @@ def encoder_max_length(manifest: Manifest | dict) -> int:
     return typed.encoder.model.max_length
 
 
+def value_codes(vocab: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """attribute -> value -> its code (its position in the bundle's vocabulary)."""
+    return {name: {v: i for i, v in enumerate(values)} for name, values in vocab.items()}
+
+
 def attribute_codes(attributes: Sequence[dict[str, str]], vocab: dict[str, list[str]]
                     ) -> dict[str, np.ndarray]:
     """attribute -> [n] int32 code of each item's value in the vocabulary (-1 when absent)."""
     codes = {}
-    for name, values in vocab.items():
-        lookup = {v: i for i, v in enumerate(values)}
+    for name, lookup in value_codes(vocab).items():
         codes[name] = np.fromiter(
             (lookup.get(str(attrs.get(name)), -1) if name in attrs else -1 for attrs in attributes),
             dtype=np.int32, count=len(attributes),
@@ -175,8 +179,7 @@ class ServedBundle:
             ServedCatalog(catalog.item_ids, catalog.titles, catalog.attributes, catalog.label_of),
             index, AttributePostings(catalog.attributes),
             feature_tables(features, catalog.attributes, catalog.created_at, index), users,
-            {name: {v: i for i, v in enumerate(values)}
-             for name, values in features.attribute_vocab.items()})
+            value_codes(features.attribute_vocab))
         log.info("loaded bundle %s: %d items, provider %s", manifest.version,
                  len(catalog), runtime.provider)
         return cls(path, manifest, EncoderBackend(tokenizer, runtime), overlay,
