@@ -100,6 +100,14 @@ def _graph_input_names(model_path: Path) -> list[str]:
     return [i.name for i in graph.input]
 
 
+def _arena_shrinkage() -> ort.RunOptions:
+    """Run options that free the CPU arena's unused chunks at the end of the run (ORT's
+    `memory.enable_memory_arena_shrinkage`; needs the arena on)."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
 class EncoderRuntime:
     """Runs the bundle's ONNX encoder: padded int64 inputs -> [batch, dim] float32 vectors."""
 
@@ -143,6 +151,8 @@ class EncoderRuntime:
         # On CUDA, IO binding lets ORT copy inputs once and skips per-run output allocation.
         self.io_binding = self.provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") \
             if config.io_binding == "auto" else config.io_binding == "on"
+        self._release_options = _arena_shrinkage() \
+            if config.cpu_mem_arena and self.provider == "CPUExecutionProvider" else None
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Embeddings for one padded batch; extra feed keys the model lacks are ignored."""
@@ -150,6 +160,16 @@ class EncoderRuntime:
             return self._run_bound(feeds)
         inputs = {name: feeds[name] for name in self.input_names}
         return self.session.run(["sentence_embedding"], inputs)[0]
+
+    def release_memory(self) -> None:
+        """Give the CPU arena's unused buffers back to the OS: one 1 x 2-token run with arena
+        shrinkage. The largest batch's buffers otherwise stay for the life of the session
+        (+~90 MB for MiniLM at 16 x 256 tokens, docs/BENCHMARKS.md); the next large batch
+        allocates them again."""
+        if self._release_options is None:
+            return
+        feeds = {name: np.ones((1, 2), np.int64) for name in self.input_names}
+        self.session.run(["sentence_embedding"], feeds, self._release_options)
 
     def _run_bound(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         binding = self.session.io_binding()

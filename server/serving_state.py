@@ -96,6 +96,7 @@ async def warm_up(engine: RecommendationEngine, config: BatcherConfig, max_lengt
     for texts in warmup_texts(max_length, config.buckets, config.max_batch_tokens, config.max_batch_size):
         await engine.batcher.embed(texts)
     engine.batcher.cache = type(engine.batcher.cache)(config.cache_size)  # don't keep warm-up texts
+    await engine.batcher.release_memory()  # nor the largest warm-up batch's buffers
     catalog = engine.bundle.catalog
     if len(catalog):
         probe = RecommendQuery(query=catalog.titles[0] or "gift", k=5)

@@ -40,6 +40,10 @@ class EncoderBackend:
     def infer(self, token_ids: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
         return self.runtime.run(pad_batch(token_ids, seq_len, self.tokenizer.pad_id))
 
+    def release_memory(self) -> None:
+        """The session's idle buffers back to the OS (a no-op for the shared inference process)."""
+        self.runtime.release_memory()
+
 
 class FaultInjectingBackend:
     """Fault injection (BatcherConfig.fault_file): while the file exists inference hangs, or

@@ -107,6 +107,9 @@ class RemoteEncoderRuntime:
         self._sock = None
         self._connect()  # a fresh connection needs the region again (sent with the next request)
 
+    def release_memory(self) -> None:
+        """Nothing to release here: the session and its buffers live in the inference process."""
+
     def close_region(self) -> None:
         if self._region is not None:
             self._region.close()

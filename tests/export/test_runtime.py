@@ -71,3 +71,16 @@ def test_cpu_arena_setting_reaches_the_session_and_keeps_the_vectors(tiny_onnx_d
     assert with_arena.session.get_session_options().enable_cpu_mem_arena
     assert not without.session.get_session_options().enable_cpu_mem_arena
     np.testing.assert_allclose(without.run(feeds), with_arena.run(feeds), atol=1e-6)
+
+
+def test_release_memory_shrinks_the_arena_and_the_next_batch_is_unchanged(tiny_onnx_dir):
+    from export.tokenization import pad_batch
+
+    tokenizer = TextTokenizer(tiny_onnx_dir / "tokenizer", max_length=128)
+    feeds = pad_batch(tokenizer.encode(["red lantern", "a much longer product description"]), 64)
+    runtime = EncoderRuntime(tiny_onnx_dir / "model.onnx", RuntimeConfig(cpu_mem_arena=True))
+    before = runtime.run(feeds)
+    runtime.release_memory()  # a real ORT run with arena shrinkage
+    np.testing.assert_allclose(runtime.run(feeds), before, atol=1e-6)
+    # without the arena there is nothing to shrink: a no-op
+    EncoderRuntime(tiny_onnx_dir / "model.onnx", RuntimeConfig(cpu_mem_arena=False)).release_memory()

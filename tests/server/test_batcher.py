@@ -190,3 +190,54 @@ async def test_uncached_texts_neither_read_nor_fill_the_cache():
     assert backend.seen_texts.count("an item text") == 2
     assert len(batcher.cache) == 0
     await batcher.stop()
+
+
+class ReleasingBackend(FakeBackend):
+    def __init__(self, latency_s: float = 0.0) -> None:
+        super().__init__(latency_s)
+        self.releases: list[float] = []
+
+    def release_memory(self) -> None:
+        self.releases.append(time.monotonic())
+
+
+async def test_idle_buffers_are_released_only_after_a_gap_with_no_batch():
+    backend = ReleasingBackend(latency_s=0.01)
+    batcher = await started(backend, idle_release_s=0.2, max_wait_us=0)
+    try:
+        busy_until = time.monotonic() + 0.6
+        n = 0
+        while time.monotonic() < busy_until:  # a batch every ~10 ms: never 0.2 s idle
+            await batcher.embed([f"busy text {n}"])
+            n += 1
+        assert backend.releases == []
+        last_batch = time.monotonic()
+        await asyncio.sleep(0.4)
+        assert len(backend.releases) == 1  # once per idle gap, not every 0.2 s
+        assert backend.releases[0] - last_batch >= 0.2 - 0.02
+    finally:
+        await batcher.stop()
+
+
+async def test_idle_release_off_and_explicit_release():
+    backend = ReleasingBackend()
+    batcher = await started(backend, idle_release_s=0)
+    try:
+        await batcher.embed(["one text"])
+        await asyncio.sleep(0.1)
+        assert backend.releases == []
+        await batcher.release_memory()  # what warm-up calls
+        assert len(backend.releases) == 1
+    finally:
+        await batcher.stop()
+
+
+async def test_a_backend_without_release_memory_is_served_as_before():
+    batcher = await started(FakeBackend(), idle_release_s=0.05)
+    try:
+        vectors, _ = await batcher.embed(["plain backend"])
+        await asyncio.sleep(0.15)
+        await batcher.release_memory()
+        np.testing.assert_allclose(vectors[0], expected_vector("plain backend"))
+    finally:
+        await batcher.stop()
