@@ -128,6 +128,7 @@ class TokenBudgetBatcher:
         self._wake: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._release_timer: asyncio.TimerHandle | None = None
+        self._last_batch_end = 0.0  # loop time
         self._loop_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
         self.healthy = False
@@ -318,18 +319,22 @@ class TokenBudgetBatcher:
             await asyncio.get_running_loop().run_in_executor(self._executor, release)
 
     def _release_when_idle(self) -> None:
-        """(Re)arm the idle timer after each batch: it fires only after a gap with no batch."""
-        if self.config.idle_release_s <= 0 or self._wake is None:
-            return
-        if self._release_timer is not None:
-            self._release_timer.cancel()
-        self._release_timer = asyncio.get_running_loop().call_later(
-            self.config.idle_release_s, self._release_if_idle)
+        """After each batch: note when it ended. One timer, armed only if none is pending, so a
+        batch costs a float store; the timer re-arms itself while batches keep coming."""
+        loop = asyncio.get_running_loop()
+        self._last_batch_end = loop.time()
+        if self.config.idle_release_s > 0 and self._release_timer is None and self._wake is not None:
+            self._release_timer = loop.call_later(self.config.idle_release_s, self._release_if_idle)
 
     def _release_if_idle(self) -> None:
         self._release_timer = None
         if self._running_batches or self._queued or self.dead_reason is not None:
             return  # a batch is running or due: its end arms the timer again
+        loop = asyncio.get_running_loop()
+        wait = self._last_batch_end + self.config.idle_release_s - loop.time()
+        if wait > 0:  # a batch ended since the timer was armed: the gap starts there
+            self._release_timer = loop.call_later(wait, self._release_if_idle)
+            return
         task = asyncio.create_task(self._release_logged())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
